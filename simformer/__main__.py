@@ -1,0 +1,5 @@
+import sys
+
+from simformer.cli import main
+
+sys.exit(main())

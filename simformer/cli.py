@@ -1,0 +1,60 @@
+"""The ``simformer`` command: one sub-command per verb, each in ``simformer/commands/<verb>.py``.
+
+A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``;
+heavy imports happen inside ``run`` so that ``simformer --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> module under simformer.commands
+COMMANDS = {
+    "prepare": "prepare",
+    "datasets": "datasets",
+    "register": "register",
+    "split": "split",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from simformer import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="simformer",
+        description="Weak-shot semantic segmentation suite (SimFormer). `simformer VERB --help` for details.",
+    )
+    parser.add_argument("--version", action="version", version=f"simformer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="VERB")
+    sub.required = True
+    for verb, module in COMMANDS.items():
+        mod = importlib.import_module(f"simformer.commands.{module}")
+        p = sub.add_parser(verb, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("simformer: interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        # Bad input: a clear one-line error, no traceback (set SIMFORMER_DEBUG=1 for one).
+        import os
+
+        if os.environ.get("SIMFORMER_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"simformer {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Run provenance (git commit, package versions) and seeding."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+import sys
+
+import numpy as np
+
+
+def git_commit(path: str | None = None) -> str:
+    """The git commit of the simformer checkout ('unknown' outside git), '+dirty' if modified."""
+    path = path or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        if not sha:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ["simformer", "torch", "numpy", "scipy", "fvcore", "pandas", "Pillow", "h5py"]:
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    try:
+        import torch
+
+        versions["cuda"] = torch.version.cuda
+        versions["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except ImportError:
+        pass
+    return versions
+
+
+def run_info() -> dict:
+    return {"git_commit": git_commit(), "versions": package_versions(), "argv": sys.argv}
+
+
+def seed_all(seed: int) -> None:
+    """Seed python, numpy and torch global generators."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
