@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["simformer", "simformer.*"]),
-    package_data={"simformer": ["resources/*.json", "resources/splits/*.json"]},
+    package_data={"simformer": ["resources/*.json"]},
     install_requires=[
         "numpy>=1.24",
         "scipy>=1.10",

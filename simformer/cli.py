@@ -11,10 +11,17 @@ import sys
 
 # verb -> module under simformer.commands
 COMMANDS = {
+    "demo": "demo",
     "prepare": "prepare",
     "datasets": "datasets",
     "register": "register",
     "split": "split",
+    "train": "train",
+    "eval": "eval",
+    "score": "score",
+    "visualize": "visualize",
+    "stats": "stats",
+    "plot": "plot",
 }
 
 

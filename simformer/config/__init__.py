@@ -126,6 +126,16 @@ def apply_overrides(cfg: CfgNode, overrides: Iterable[str]) -> CfgNode:
     return cfg
 
 
+def resolve_path(path: str) -> str:
+    """A relative path as given if it exists from the working directory, else relative to the
+    simformer checkout (so ``splits/...`` in the shipped configs works from anywhere)."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    candidate = os.path.join(repo, path)
+    return candidate if os.path.exists(candidate) else path
+
+
 def dump_cfg(cfg: CfgNode, path: str) -> None:
     """Write the resolved config atomically (temp file + rename)."""
     from simformer.utils.io import atomic_write_text

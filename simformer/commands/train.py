@@ -1,0 +1,40 @@
+HELP = "train a model from a config (single process, or under torchrun for multi-GPU/multi-node)"
+DESCRIPTION = """Train SimFormer (or any of its ablations / MaskFormer) from a YAML config.
+
+  simformer train --config configs/toyscenes/simformer.yaml --output runs/simformer SOLVER.MAX_ITER 500
+  torchrun --nproc_per_node 4 -m simformer train --config configs/ade20k/simformer_r50.yaml
+  simformer train --config ... --output runs/x --resume     # continue from runs/x/last_checkpoint
+
+Trailing KEY VALUE pairs override config keys (every key is documented in
+simformer/config/defaults.py)."""
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--output", help="output folder (overrides OUTPUT_DIR)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUTPUT_DIR/last_checkpoint (model, optimiser, scheduler, RNG, data order)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS instead of training")
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+
+
+def setup_cfg(args):
+    from simformer.config import load_cfg
+
+    opts = list(args.opts)
+    if getattr(args, "output", None):
+        opts += ["OUTPUT_DIR", args.output]
+    return load_cfg(args.config, opts)
+
+
+def run(args) -> int:
+    from simformer.engine.trainer import Trainer
+
+    cfg = setup_cfg(args)
+    trainer = Trainer(cfg, resume=args.resume)
+    if args.eval_only:
+        trainer.write_run_files()
+        trainer.evaluate(out_dir=cfg.OUTPUT_DIR)
+        return 0
+    trainer.train()
+    return 0

@@ -1,0 +1,202 @@
+"""The SimFormer meta-architecture: MaskFormer + weak-shot targets + SimNet / complementary losses.
+
+With every WEAKSHOT module off and an all-base split it is exactly MaskFormer; the switches in
+``WEAKSHOT.*`` reproduce the paper's ablations (see configs/).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simformer.data.split import Split
+
+from .backbone import build_backbone
+from .criterion import build_criterion
+from .inference import sem_seg_postprocess, semantic_inference, tta_inference
+from .pixel_decoder import build_pixel_decoder
+from .transformer_decoder import build_transformer_predictor
+
+
+def pad_batch(tensors: List[torch.Tensor], size_divisibility: int, pad_value: float) -> torch.Tensor:
+    """Stack [..., H_i, W_i] tensors into [B, ..., H, W], padding bottom/right to a common size
+    that is a multiple of ``size_divisibility``."""
+    max_h = max(t.shape[-2] for t in tensors)
+    max_w = max(t.shape[-1] for t in tensors)
+    if size_divisibility > 1:
+        max_h = -(-max_h // size_divisibility) * size_divisibility
+        max_w = -(-max_w // size_divisibility) * size_divisibility
+    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], max_h, max_w), pad_value)
+    for i, t in enumerate(tensors):  # a copy per image, not per pixel
+        out[i, ..., : t.shape[-2], : t.shape[-1]].copy_(t)
+    return out
+
+
+class SimFormer(nn.Module):
+    """Args:
+        backbone, pixel_decoder, predictor, criterion: the built components.
+        num_classes: K.
+        novel_class_ids: int64 [Kn] ids trained from image-level labels only (empty = none).
+        novel_masks: novel classes have masks in the training labels (FullyOracle / re-training).
+        pixel_mean, pixel_std: RGB normalisation.
+        size_divisibility: images are padded to a multiple of this.
+        tta: dict(min_sizes, max_size, flip) to enable multi-scale + flip test-time augmentation.
+    """
+
+    def __init__(self, *, backbone: nn.Module, pixel_decoder: nn.Module, predictor: nn.Module,
+                 criterion: nn.Module, num_classes: int, novel_class_ids: torch.Tensor,
+                 novel_masks: bool, pixel_mean, pixel_std, size_divisibility: int,
+                 ignore_value: int = 255, tta: Optional[dict] = None):
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.predictor = predictor
+        self.criterion = criterion
+        self.num_classes = num_classes
+        self.novel_masks = novel_masks
+        self.size_divisibility = size_divisibility
+        self.ignore_value = ignore_value
+        self.tta = tta
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        novel = torch.zeros(num_classes, dtype=torch.bool)
+        novel[novel_class_ids] = True
+        self.register_buffer("novel_class_mask", novel, False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------------------------------
+    def forward_features(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """images: normalised [B,3,H,W] -> predictor outputs + "mask_features" [B,C,H/4,W/4]."""
+        features = self.backbone(images)
+        mask_features, transformer_in = self.pixel_decoder(features)
+        outputs = self.predictor(transformer_in, mask_features)
+        outputs["mask_features"] = mask_features
+        return outputs
+
+    def normalize(self, batched_inputs: List[dict]) -> torch.Tensor:
+        images = [(x["image"].to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std
+                  for x in batched_inputs]
+        return pad_batch(images, self.size_divisibility, 0.0)
+
+    def forward(self, batched_inputs: List[dict]):
+        """Training: a list of sample dicts (docs/design.md) -> dict of weighted loss terms.
+        Inference: -> list of {"sem_seg": [K, height, width] class probabilities}."""
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.normalize(batched_inputs)
+        outputs = self.forward_features(images)
+        targets = self.prepare_targets(batched_inputs, images.shape[-2:])
+        pairs = self.pair_indices(batched_inputs)
+        losses = self.criterion(outputs, targets, pairs)
+        weights = self.criterion.weight_dict
+        return {k: v * weights[k] for k, v in losses.items() if k in weights}
+
+    # ------------------------------------------------------------------------------------------
+    def prepare_targets(self, batched_inputs: List[dict], hw) -> List[dict]:
+        """Per image: mask targets for every class labelled in ``sem_seg`` (base, or all classes
+        in oracle/pseudo-label mode) followed by mask-less targets for the novel classes of the
+        image-level label set. Masks are at the padded batch resolution."""
+        sem = pad_batch([x["sem_seg"].to(self.device) for x in batched_inputs], 1, self.ignore_value)
+        sem = F.pad(sem, (0, hw[1] - sem.shape[-1], 0, hw[0] - sem.shape[-2]), value=self.ignore_value)
+        valid = pad_batch([x["valid"].to(self.device) for x in batched_inputs], 1, False)
+        valid = F.pad(valid, (0, hw[1] - valid.shape[-1], 0, hw[0] - valid.shape[-2]), value=False)
+        image_labels = torch.stack([x["image_labels"].to(self.device) for x in batched_inputs])
+        # Which classes have pixels in each image's target: one vectorised histogram per batch.
+        flat = sem.flatten(1)
+        labelled = flat != self.ignore_value
+        counts = torch.zeros(len(batched_inputs), self.num_classes, dtype=torch.long, device=self.device)
+        counts.scatter_add_(1, torch.where(labelled, flat, 0), labelled.long())
+        has_pixels = counts > 0
+        if self.novel_masks:
+            maskless = torch.zeros_like(has_pixels)
+        else:
+            maskless = image_labels & self.novel_class_mask & ~has_pixels
+        targets = []
+        for b in range(len(batched_inputs)):
+            mask_ids = torch.nonzero(has_pixels[b]).flatten()
+            novel_ids = torch.nonzero(maskless[b]).flatten()
+            masks = (sem[b][None] == mask_ids[:, None, None]).float()
+            masks = torch.cat([masks, masks.new_zeros(len(novel_ids), *masks.shape[1:])])
+            targets.append({
+                "labels": torch.cat([mask_ids, novel_ids]),
+                "has_mask": torch.cat([torch.ones_like(mask_ids, dtype=torch.bool),
+                                       torch.zeros_like(novel_ids, dtype=torch.bool)]),
+                "masks": masks,
+                "sem_seg": sem[b],
+                "valid": valid[b],
+                "image_labels": image_labels[b],
+            })
+        return targets
+
+    @staticmethod
+    def pair_indices(batched_inputs: List[dict]) -> Optional[torch.Tensor]:
+        """[P, 2] batch indices (image, reference) from the loader's "pair_role" tags."""
+        roles = [x.get("pair_role") for x in batched_inputs]
+        if "reference" not in roles:
+            return None
+        anchors = [i for i, r in enumerate(roles) if r == "anchor"]
+        return torch.tensor([[i, i + 1] for i in anchors], dtype=torch.long)
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised padded images [B,3,H,W] -> class probabilities [B,K,H,W] (padded size)."""
+        outputs = self.forward_features(images)
+        probs = semantic_inference(outputs["pred_logits"], outputs["pred_masks"])
+        return F.interpolate(probs, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[dict]) -> List[dict]:
+        results = []
+        for x in batched_inputs:
+            out_h, out_w = int(x["height"]), int(x["width"])
+            if self.tta:
+                def predict_fn(image: torch.Tensor) -> torch.Tensor:
+                    norm = ((image.to(self.device) - self.pixel_mean) / self.pixel_std)[None]
+                    padded = pad_batch([norm[0]], self.size_divisibility, 0.0)
+                    return self.predict_probs(padded)[0, :, : image.shape[-2], : image.shape[-1]]
+
+                probs = tta_inference(predict_fn, x["image"], out_h=out_h, out_w=out_w, **self.tta)
+            else:
+                images = self.normalize([x])
+                probs = self.predict_probs(images)[0]
+                probs = sem_seg_postprocess(probs, x["image"].shape[-2:], out_h, out_w)
+            results.append({"sem_seg": probs})
+        return results
+
+    @torch.no_grad()
+    def proposals(self, batched_input: dict) -> dict:
+        """Per-query class probabilities [Q, K+1] and mask probabilities [Q, H, W] for one image
+        (at the input resolution): what `simformer visualize` draws."""
+        images = self.normalize([batched_input])
+        outputs = self.forward_features(images)
+        h, w = batched_input["image"].shape[-2:]
+        masks = F.interpolate(outputs["pred_masks"], size=images.shape[-2:], mode="bilinear",
+                              align_corners=False)[0, :, :h, :w].sigmoid()
+        return {"class_probs": outputs["pred_logits"][0].softmax(-1), "mask_probs": masks}
+
+
+def build_model(cfg, num_classes: int, split: Optional[Split]) -> SimFormer:
+    """Build SimFormer from a config. ``split`` None = every class base."""
+    novel_ids = torch.tensor(list(split.novel) if split is not None else [], dtype=torch.long)
+    backbone = build_backbone(cfg)
+    input_shape = {k: (backbone.out_channels[k], backbone.out_strides[k]) for k in ("res2", "res3", "res4", "res5")}
+    pixel_decoder = build_pixel_decoder(cfg, input_shape)
+    predictor = build_transformer_predictor(cfg, backbone.out_channels["res5"], num_classes)
+    novel_masks = bool(cfg.WEAKSHOT.NOVEL_MASKS or cfg.WEAKSHOT.PSEUDO_LABEL_DIR)
+    criterion = build_criterion(cfg, num_classes, novel_ids if not novel_masks else novel_ids[:0])
+    tta = None
+    if cfg.TEST.AUG.ENABLED:
+        tta = {"min_sizes": list(cfg.TEST.AUG.MIN_SIZES), "max_size": cfg.TEST.AUG.MAX_SIZE, "flip": cfg.TEST.AUG.FLIP}
+    return SimFormer(
+        backbone=backbone, pixel_decoder=pixel_decoder, predictor=predictor, criterion=criterion,
+        num_classes=num_classes, novel_class_ids=novel_ids, novel_masks=novel_masks,
+        pixel_mean=list(cfg.MODEL.PIXEL_MEAN), pixel_std=list(cfg.MODEL.PIXEL_STD),
+        size_divisibility=cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
+        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, tta=tta,
+    )
