@@ -20,6 +20,9 @@ COMMANDS = {
     "eval": "eval",
     "score": "score",
     "visualize": "visualize",
+    "pseudo-label": "pseudo_label",
+    "pipeline": "pipeline",
+    "sweep": "sweep",
     "stats": "stats",
     "plot": "plot",
 }

@@ -23,6 +23,10 @@ _C.CUDNN_BENCHMARK = False
 # MODEL
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CN()
+# "SimFormer" (MaskFormer + weak-shot modules; MaskFormer itself with them off) or "CAM" (the
+# weakly-supervised baseline: a multi-label classifier whose class activation maps become
+# pseudo labels for the re-training stage).
+_C.MODEL.META_ARCHITECTURE = "SimFormer"
 # "auto" = cuda when available, else cpu. Under torchrun each rank uses cuda:LOCAL_RANK.
 _C.MODEL.DEVICE = "auto"
 # Full-model checkpoint (ours, .pth) used to initialise the whole model; "" = none.
@@ -30,6 +34,11 @@ _C.MODEL.WEIGHTS = ""
 # Pixel normalisation in RGB order on 0..255 inputs (ImageNet statistics, as torchvision).
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+_C.MODEL.CAM = CN()
+# A pixel is labelled with its best class when that class's max-normalised CAM is at least this;
+# otherwise it is background (255, ignored by the re-training).
+_C.MODEL.CAM.BG_THRESHOLD = 0.3
 
 _C.MODEL.BACKBONE = CN()
 # One of the names in simformer.modeling.backbone.BACKBONE_REGISTRY:

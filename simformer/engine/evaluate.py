@@ -36,7 +36,9 @@ def predict_dataset(model, cfg, dataset_name: str, *, on_prediction: Callable[[d
                           dynamic_ncols=True):
             outputs = model(batch)
             for sample, out in zip(batch, outputs):
-                pred = out["sem_seg"].argmax(0).to(torch.uint8).cpu().numpy()
+                # A model may give a label map with 255 = "no class" (CAM background) directly.
+                label = out["sem_seg_label"] if "sem_seg_label" in out else out["sem_seg"].argmax(0)
+                pred = label.to(torch.uint8).cpu().numpy()
                 on_prediction(sample, pred)
     model.train(was_training)
 

@@ -156,10 +156,11 @@ class SimFormer(nn.Module):
         for x in batched_inputs:
             out_h, out_w = int(x["height"]), int(x["width"])
             if self.tta:
-                def predict_fn(image: torch.Tensor) -> torch.Tensor:
-                    norm = ((image.to(self.device) - self.pixel_mean) / self.pixel_std)[None]
-                    padded = pad_batch([norm[0]], self.size_divisibility, 0.0)
-                    return self.predict_probs(padded)[0, :, : image.shape[-2], : image.shape[-1]]
+                def predict_fn(images: torch.Tensor) -> torch.Tensor:
+                    """[N,3,h,w] RGB 0..255 -> class probabilities [N,K,h,w]."""
+                    norm = (images.to(self.device) - self.pixel_mean) / self.pixel_std
+                    padded = pad_batch(list(norm), self.size_divisibility, 0.0)
+                    return self.predict_probs(padded)[:, :, : images.shape[-2], : images.shape[-1]]
 
                 probs = tta_inference(predict_fn, x["image"], out_h=out_h, out_w=out_w, **self.tta)
             else:
@@ -181,8 +182,14 @@ class SimFormer(nn.Module):
         return {"class_probs": outputs["pred_logits"][0].softmax(-1), "mask_probs": masks}
 
 
-def build_model(cfg, num_classes: int, split: Optional[Split]) -> SimFormer:
-    """Build SimFormer from a config. ``split`` None = every class base."""
+def build_model(cfg, num_classes: int, split: Optional[Split]) -> nn.Module:
+    """Build the model named by MODEL.META_ARCHITECTURE. ``split`` None = every class base."""
+    if cfg.MODEL.META_ARCHITECTURE == "CAM":
+        from .cam import build_cam_model
+
+        return build_cam_model(cfg, num_classes)
+    if cfg.MODEL.META_ARCHITECTURE != "SimFormer":
+        raise ValueError(f"MODEL.META_ARCHITECTURE must be 'SimFormer' or 'CAM', got '{cfg.MODEL.META_ARCHITECTURE}'")
     novel_ids = torch.tensor(list(split.novel) if split is not None else [], dtype=torch.long)
     backbone = build_backbone(cfg)
     input_shape = {k: (backbone.out_channels[k], backbone.out_strides[k]) for k in ("res2", "res3", "res4", "res5")}

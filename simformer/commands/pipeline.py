@@ -1,0 +1,28 @@
+HELP = "train -> pseudo-label -> retrain -> eval in one resumable run directory (the '*' rows)"
+DESCRIPTION = """The full SimFormer* protocol in one command:
+
+  simformer pipeline --config configs/toyscenes/simformer.yaml --output runs/simformer_star SOLVER.MAX_ITER 600
+
+OUTPUT/stage1_train (SimFormer), OUTPUT/pseudo_labels (mixed labels + quality report),
+OUTPUT/stage2_retrain (plain MaskFormer on the mixed labels, config --retrain-config, default
+retrain.yaml beside --config). OUTPUT/metrics.json holds the final metrics plus the stage-1
+metrics and the pseudo-label quality. Finished stages are skipped on a second call and an
+interrupted stage resumes from its checkpoint, so re-running the same command continues.
+KEY VALUE overrides apply to both training stages."""
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", required=True, help="stage-1 config (SimFormer or an ablation, or CAM)")
+    parser.add_argument("--output", required=True, help="run directory")
+    parser.add_argument("--retrain-config", help="stage-2 config (default: retrain.yaml next to --config)")
+    parser.add_argument("--resume", action="store_true", help="accepted for symmetry with train; stages always resume")
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides for both stages")
+
+
+def run(args) -> int:
+    from simformer.engine.trainer import setup_logging
+    from simformer.retrain.pseudo_label import run_pipeline
+
+    setup_logging(args.output)
+    run_pipeline(args.config, args.output, args.opts, retrain_config=args.retrain_config, resume=args.resume)
+    return 0

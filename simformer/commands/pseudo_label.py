@@ -1,0 +1,45 @@
+HELP = "predict the training images and write mixed labels (novel from predictions, base from GT) for re-training"
+DESCRIPTION = """Re-training stage, step 1 (METHOD.md section 7):
+
+  simformer pseudo-label --config configs/toyscenes/simformer.yaml --weights runs/x/model_final.pth --out runs/x/pseudo
+
+For each training image: start at 255, give each novel class of the image-level label the
+pixels predicted as it, then write the base GT over them. PNGs are written atomically as
+OUT/<image_id>.png (existing ones are kept), and the pseudo-label quality (mIoU of the mixed
+labels against the full GT, base / novel) is printed and saved to OUT/pseudo_labels.json.
+Train on them with a retrain config: WEAKSHOT.PSEUDO_LABEL_DIR OUT (or use `simformer pipeline`)."""
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--out", required=True, help="folder for the mixed-label PNGs")
+    parser.add_argument("--dataset", help="training set to label (default: DATASETS.TRAIN[0])")
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+
+
+def run(args) -> int:
+    import os
+
+    from simformer.config import load_cfg
+    from simformer.data.catalog import get_dataset
+    from simformer.engine import comm
+    from simformer.engine.checkpoint import Checkpointer
+    from simformer.engine.trainer import resolve_split, setup_logging
+    from simformer.modeling.simformer import build_model
+    from simformer.retrain.pseudo_label import generate_pseudo_labels
+
+    if not os.path.isfile(args.weights):
+        raise FileNotFoundError(f"--weights {args.weights} does not exist")
+    cfg = load_cfg(args.config, list(args.opts) + ["MODEL.BACKBONE.WEIGHTS", ""])
+    device = comm.init_distributed(cfg.MODEL.DEVICE)
+    setup_logging(None, comm.get_rank())
+    name = args.dataset or cfg.DATASETS.TRAIN[0]
+    split = resolve_split(cfg, name)
+    model = build_model(cfg, get_dataset(name).num_classes, split).to(device)
+    Checkpointer.load(args.weights, model=model)
+    report = generate_pseudo_labels(model, cfg, split, args.out, name)
+    q = report["quality"]
+    print(f"pseudo labels in {args.out}: novel mIoU {q['novel_miou']}, base mIoU {q['base_miou']}, "
+          f"labelled pixels {report['labelled_pixel_share']:.1f} %")
+    return 0

@@ -1,0 +1,542 @@
+"""The weak-shot training criterion of SimFormer (METHOD.md sections 2-6).
+
+Terms returned by ``WeakShotCriterion.forward`` (unweighted; ``weight_dict`` holds the weights):
+
+* ``loss_ce``     cross-entropy of every query: matched -> its target class (base and novel alike),
+                  unmatched -> "no object" (class weight ``eos_coef``).
+* ``loss_mask``   sigmoid focal loss (alpha 0.25, gamma 2) and
+  ``loss_dice``   dice loss of queries matched to targets WITH a mask, at target resolution
+                  (padding counts as background, as in MaskFormer), normalised by the number of mask
+                  targets averaged over ranks.
+* ``loss_comp_mask`` / ``loss_comp_dice``  complementary loss (paper 3.5) on images with a novel
+                  (mask-less) target: prediction = pixel-wise max of the novel-matched masks and the
+                  constant ``ignore_prob``; target = 1 - union of the base masks; valid pixels only.
+* ``loss_sim``    SimNet on class-aware sampled base pixel pairs across the two images of a pair
+                  (pixel embeddings detached).
+* ``loss_dist``   distillation of SimNet's cross-image similarity of non-base pixels into the
+                  novel score maps (gradient into the segmenter only).
+
+Auxiliary decoder layers add ``loss_ce_i``, ``loss_mask_i``, ``loss_dice_i`` (and
+``loss_comp_*_i``) with their own matching. A term with nothing to work on is a zero that is still
+connected to the parameters it normally trains (DDP without ``find_unused_parameters``).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .matcher import HungarianMatcher
+from .point_sampling import (
+    calculate_uncertainty,
+    get_uncertain_point_coords_with_randomness,
+    point_sample,
+    sample_points,
+)
+from .simnet import SimNet, gather_points, sample_pair_points, simnet_pair_loss
+
+__all__ = [
+    "WeakShotCriterion",
+    "build_criterion",
+    "sigmoid_focal_loss",
+    "dice_loss",
+    "LossWeights",
+]
+
+_AUX_SUFFIX = re.compile(r"^(.*)_(\d+)$")
+
+
+class LossWeights(dict):
+    """``dict`` of loss weights; an auxiliary key ``name_<i>`` falls back to the weight of ``name``.
+
+    Explicit keys are filled for the expected number of decoder layers; the fallback keeps the
+    criterion correct if the decoder has more auxiliary outputs than configured.
+    """
+
+    def __missing__(self, key):
+        m = _AUX_SUFFIX.match(key) if isinstance(key, str) else None
+        if m and dict.__contains__(self, m.group(1)):
+            return dict.__getitem__(self, m.group(1))
+        raise KeyError(key)
+
+    def __contains__(self, key) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        m = _AUX_SUFFIX.match(key) if isinstance(key, str) else None
+        return bool(m and dict.__contains__(self, m.group(1)))
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weights: Optional[torch.Tensor] = None,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Per-row mean sigmoid focal loss.
+
+    Args:
+        logits, targets: ``[M, N]`` (targets in [0, 1]).
+        weights: optional ``[M, N]`` pixel weights (0/1 = valid); the mean is taken over them.
+    Returns:
+        ``[M]``.
+    """
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    if weights is None:
+        return loss.mean(1)
+    return (loss * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-row dice loss ``1 - (2 sum(p t) + 1) / (sum p + sum t + 1)`` over (weighted) pixels: ``[M,N]`` -> ``[M]``."""
+    prob = logits.sigmoid()
+    if weights is not None:
+        prob = prob * weights
+        targets = targets * weights
+    num = 2 * (prob * targets).sum(1)
+    den = prob.sum(1) + targets.sum(1)
+    return 1 - (num + 1) / (den + 1)
+
+
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+class WeakShotCriterion(nn.Module):
+    """MaskFormer set criterion extended with the SimFormer weak-shot terms.
+
+    Args:
+        num_classes: K (logits have K+1 entries, the last = no object).
+        matcher: callable ``(outputs, targets) -> [(query_idx, target_idx)]``.
+        novel_class_ids: ``int64 [C_n]`` novel classes (empty = fully supervised).
+        eos_coef: class weight of "no object".
+        class_weight, mask_weight, dice_weight: loss weights (``weight_dict``).
+        deep_supervision: add the per-layer losses of ``outputs["aux_outputs"]``.
+        complementary, comp_weight, ignore_prob, comp_deep_supervision: L_comp, beta, gamma, aux.
+        simnet: the SimNet module (None = no L_sim and no L_dist); sim_weight: its weight.
+        num_points: J points per image for the pair losses; focus_ratio: share of L_sim points
+            from one shared base class.
+        distill, distill_weight: L_dist and alpha.
+        point_loss, train_num_points, oversample_ratio, importance_sample_ratio: importance-sampled
+            point losses instead of full-resolution ones.
+        num_aux_layers: auxiliary layers listed explicitly in ``weight_dict`` (more still work).
+        ignore_value: label of non-base / void pixels in ``targets[b]["sem_seg"]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        matcher,
+        novel_class_ids: torch.Tensor,
+        eos_coef: float = 0.1,
+        class_weight: float = 1.0,
+        mask_weight: float = 20.0,
+        dice_weight: float = 1.0,
+        deep_supervision: bool = True,
+        complementary: bool = True,
+        comp_weight: float = 0.2,
+        ignore_prob: float = 0.1,
+        comp_deep_supervision: bool = True,
+        simnet: Optional[SimNet] = None,
+        sim_weight: float = 1.0,
+        num_points: int = 100,
+        focus_ratio: float = 0.8,
+        distill: bool = True,
+        distill_weight: float = 0.1,
+        point_loss: bool = False,
+        train_num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        num_aux_layers: int = 5,
+        ignore_value: int = 255,
+    ):
+        super().__init__()
+        if num_classes <= 0:
+            raise ValueError(f"WeakShotCriterion: num_classes must be > 0, got {num_classes}")
+        if not 0 < ignore_prob < 1:
+            raise ValueError(
+                f"WEAKSHOT.COMPLEMENTARY.IGNORE_PROB must be in (0, 1), got {ignore_prob}"
+            )
+        if not 0 <= focus_ratio <= 1:
+            raise ValueError(f"WEAKSHOT.SIMNET.FOCUS_RATIO must be in [0, 1], got {focus_ratio}")
+        if num_points <= 0:
+            raise ValueError(f"WEAKSHOT.SIMNET.NUM_POINTS must be > 0, got {num_points}")
+        if distill and simnet is None:
+            raise ValueError(
+                "Distillation needs SimNet: set WEAKSHOT.SIMNET.ENABLED True or WEAKSHOT.DISTILL.ENABLED False"
+            )
+        novel = torch.as_tensor(novel_class_ids, dtype=torch.long).reshape(-1)
+        if novel.numel() and (novel.min() < 0 or novel.max() >= num_classes):
+            raise ValueError(f"novel_class_ids {novel.tolist()} outside 0..{num_classes - 1}")
+        self.num_classes = num_classes
+        self.matcher = matcher
+        self.eos_coef = eos_coef
+        self.deep_supervision = deep_supervision
+        self.complementary = complementary
+        self.comp_deep_supervision = comp_deep_supervision
+        self.ignore_prob = ignore_prob
+        self.simnet = simnet
+        self.num_points = num_points
+        self.focus_ratio = focus_ratio
+        self.distill = distill and simnet is not None
+        self.point_loss = point_loss
+        self.train_num_points = train_num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.ignore_value = ignore_value
+        self.register_buffer("novel_class_ids", novel, persistent=False)
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = eos_coef
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+        per_layer = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+        if complementary:
+            per_layer["loss_comp_mask"] = comp_weight * mask_weight
+            per_layer["loss_comp_dice"] = comp_weight * dice_weight
+        weights = LossWeights(per_layer)
+        if simnet is not None:
+            weights["loss_sim"] = sim_weight
+        if self.distill:
+            weights["loss_dist"] = distill_weight
+        if deep_supervision:
+            for i in range(num_aux_layers):
+                for k, v in per_layer.items():
+                    if k.startswith("loss_comp") and not comp_deep_supervision:
+                        continue
+                    weights[f"{k}_{i}"] = v
+        self.weight_dict = weights
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _flat_indices(indices, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch_idx, query_idx, target_idx) of all matches, concatenated over images."""
+        b = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(device)
+        q = torch.cat([q for q, _ in indices]).to(device)
+        t = torch.cat([t for _, t in indices]).to(device)
+        return b, q, t
+
+    @staticmethod
+    def _has_mask(t: dict) -> torch.Tensor:
+        hm = t.get("has_mask")
+        if hm is None:
+            return torch.ones(t["labels"].shape[0], dtype=torch.bool, device=t["labels"].device)
+        return hm.bool()
+
+    def _num_masks(self, targets: Sequence[dict], device) -> float:
+        n = sum(int(self._has_mask(t).sum()) for t in targets)
+        num = torch.tensor([float(n)], device=device)
+        if _world_size() > 1:
+            dist.all_reduce(num)
+        return max(num.item() / _world_size(), 1.0)
+
+    def _sample_coords(self, coarse_logits: torch.Tensor) -> torch.Tensor:
+        """Point coordinates ``[M, train_num_points, 2]`` for the point losses (importance sampled)."""
+        return get_uncertain_point_coords_with_randomness(
+            coarse_logits,
+            calculate_uncertainty,
+            self.train_num_points,
+            self.oversample_ratio,
+            self.importance_sample_ratio,
+        )
+
+    # ------------------------------------------------------------------ per-layer terms
+    def loss_labels(self, outputs, targets, indices) -> torch.Tensor:
+        logits = outputs["pred_logits"].float()  # [B, Q, K+1]
+        B, Q, _ = logits.shape
+        b, q, t = self._flat_indices(indices, logits.device)
+        labels = torch.cat([tg["labels"][ti.to(tg["labels"].device)] for tg, (_, ti) in zip(targets, indices)])
+        target_classes = torch.full((B, Q), self.num_classes, dtype=torch.long, device=logits.device)
+        target_classes[b, q] = labels.to(logits.device)
+        return F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.device))
+
+    def loss_masks(self, outputs, targets, indices, num_masks: float) -> Dict[str, torch.Tensor]:
+        pred = outputs["pred_masks"]
+        device = pred.device
+        src, tgt = [], []
+        for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
+            keep = self._has_mask(tg)[ti.to(tg["labels"].device)].to(qi.device)
+            # queries matched to mask-less (novel) targets never enter: exactly zero gradient
+            src.append(pred[b, qi[keep].to(device)])
+            tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
+        src = torch.cat(src).float()  # [M, h, w]
+        if src.shape[0] == 0:
+            zero = pred.sum() * 0.0
+            return {"loss_mask": zero, "loss_dice": zero.clone()}
+        tgt = torch.cat(tgt).to(device).float()  # [M, H, W]
+        if self.point_loss:
+            with torch.no_grad():
+                coords = self._sample_coords(src[:, None])
+                tgt_pts = point_sample(tgt[:, None], coords, mode="nearest")[:, 0]
+            src_pts = point_sample(src[:, None], coords)[:, 0]
+        else:
+            src_pts = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
+            src_pts, tgt_pts = src_pts[:, 0].flatten(1), tgt.flatten(1)
+        return {
+            "loss_mask": sigmoid_focal_loss(src_pts, tgt_pts).sum() / num_masks,
+            "loss_dice": dice_loss(src_pts, tgt_pts).sum() / num_masks,
+        }
+
+    def loss_complementary(self, outputs, targets, indices) -> Dict[str, torch.Tensor]:
+        """L_comp on images with >= 1 matched mask-less target; mean over those images."""
+        pred = outputs["pred_masks"]
+        device = pred.device
+        b, q, _ = self._flat_indices(indices, device)
+        novel = torch.cat([~self._has_mask(tg)[ti.to(tg["labels"].device)] for tg, (_, ti) in zip(targets, indices)])
+        novel = novel.to(device)
+        if not novel.any():
+            zero = pred.sum() * 0.0
+            return {"loss_comp_mask": zero, "loss_comp_dice": zero.clone()}
+        b, q = b[novel], q[novel]
+        imgs = torch.unique(b)  # sorted images with a novel-matched query
+        slot_img = torch.searchsorted(imgs, b)  # row of each query's image among `imgs`
+        # slot of each query within its image (for a padded [n_img, max_q, ...] layout)
+        order = torch.arange(b.numel(), device=device)
+        first = torch.zeros(imgs.numel(), dtype=torch.long, device=device).scatter_reduce(
+            0, slot_img, order, reduce="amin", include_self=False
+        )
+        slot_q = order - first[slot_img]
+        n_img, max_q = imgs.numel(), int(slot_q.max()) + 1
+        # max_q sigmoid(x_q) v gamma == sigmoid(max_q x_q v logit(gamma)): work with logits (stable BCE)
+        floor = math.log(self.ignore_prob / (1 - self.ignore_prob))
+
+        H, W = targets[0]["masks"].shape[-2:]
+        with torch.no_grad():
+            comp_t, valid = [], []
+            for i in imgs.tolist():
+                tg = targets[i]
+                m = tg["masks"][self._has_mask(tg)].to(device).float()
+                union = m.amax(0) if m.shape[0] else torch.zeros(H, W, device=device)
+                comp_t.append(1.0 - union)
+                valid.append(tg["valid"].to(device).float())
+            comp_t = torch.stack(comp_t)  # [n_img, H, W]
+            valid = torch.stack(valid)
+
+        src = pred[b, q].float()  # [M, h, w]
+        if self.point_loss:
+            with torch.no_grad():
+                coarse = torch.full((n_img, max_q) + src.shape[-2:], floor, device=device)
+                coarse[slot_img, slot_q] = src
+                coarse = coarse.amax(1, keepdim=True).clamp(min=floor)
+                coords = self._sample_coords(coarse)  # [n_img, P, 2]
+                tgt_pts = point_sample(comp_t[:, None], coords, mode="nearest")[:, 0]
+                w_pts = point_sample(valid[:, None], coords, mode="nearest")[:, 0]
+            vals = point_sample(src[:, None], coords[slot_img])[:, 0]  # [M, P]
+        else:
+            vals = F.interpolate(src[:, None], size=(H, W), mode="bilinear", align_corners=False)
+            vals = vals[:, 0].flatten(1)  # [M, H*W]
+            tgt_pts, w_pts = comp_t.flatten(1), valid.flatten(1)
+        padded = torch.full((n_img, max_q, vals.shape[1]), floor, device=device, dtype=vals.dtype)
+        padded = padded.index_put((slot_img, slot_q), vals)
+        logit = padded.max(1).values.clamp(min=floor)  # [n_img, N]
+        return {
+            "loss_comp_mask": sigmoid_focal_loss(logit, tgt_pts, w_pts).mean(),
+            "loss_comp_dice": dice_loss(logit, tgt_pts, w_pts).mean(),
+        }
+
+    def _layer_losses(self, outputs, targets, num_masks: float, comp: bool) -> Dict[str, torch.Tensor]:
+        indices = self.matcher(outputs, targets)
+        losses = {"loss_ce": self.loss_labels(outputs, targets, indices)}
+        losses.update(self.loss_masks(outputs, targets, indices, num_masks))
+        if comp:
+            losses.update(self.loss_complementary(outputs, targets, indices))
+        return losses
+
+    # ------------------------------------------------------------------ pair terms
+    def _small_targets(self, targets, size) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Base labels ``int64 [B, h*w]`` and validity ``bool [B, h*w]`` at feature resolution (nearest)."""
+        sem = torch.stack([t["sem_seg"] for t in targets]).float()[:, None]
+        val = torch.stack([t["valid"] for t in targets]).float()[:, None]
+        sem = F.interpolate(sem, size=size, mode="nearest")[:, 0].long().flatten(1)
+        val = F.interpolate(val, size=size, mode="nearest")[:, 0].bool().flatten(1)
+        return sem, val
+
+    def _simnet_zero(self) -> torch.Tensor:
+        return sum(p.sum() for p in self.simnet.parameters()) * 0.0
+
+    def _check_pairs(self, pairs, batch: int, device) -> Optional[torch.Tensor]:
+        if pairs is None:
+            return None
+        pairs = torch.as_tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
+        if pairs.numel() == 0:
+            return None
+        if pairs.min() < 0 or pairs.max() >= batch:
+            raise ValueError(f"pairs {pairs.tolist()} index outside the batch of {batch} images")
+        return pairs
+
+    def loss_sim(self, outputs, targets, pairs: Optional[torch.Tensor]) -> torch.Tensor:
+        feats = outputs["mask_features"]
+        pairs = self._check_pairs(pairs, feats.shape[0], feats.device)
+        if pairs is None:
+            return self._simnet_zero()
+        h, w = feats.shape[-2:]
+        labels, valid = self._small_targets(targets, (h, w))
+        labels, valid = labels.to(feats.device), valid.to(feats.device)
+        idx_i, idx_j, _ = sample_pair_points(
+            labels, valid, pairs, self.num_points, self.focus_ratio, self.num_classes, self.ignore_value
+        )
+        f = feats.detach().float().flatten(2)  # SimNet learns; the segmenter is not pushed
+        pi, pj = pairs[:, 0], pairs[:, 1]
+        loss = simnet_pair_loss(
+            self.simnet,
+            gather_points(f, pi, idx_i),
+            gather_points(f, pj, idx_j),
+            gather_points(labels, pi, idx_i),
+            gather_points(labels, pj, idx_j),
+            gather_points(valid, pi, idx_i),
+            gather_points(valid, pj, idx_j),
+            self.ignore_value,
+        )
+        return loss
+
+    def distill_loss_at_points(
+        self, outputs, pairs: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor, eps: float = 1e-6
+    ) -> torch.Tensor:
+        """L_dist for given pairs ``[P,2]`` and flat point indices ``[P,J]`` (feature resolution).
+
+        Teacher: SimNet (eval mode, no gradient) probability of "similar" for each cross pair
+        (a in image i, b in image j). Student: ReLU(cosine) of the novel score vectors
+        ``S[c] = sum_q softmax(logits)[q, c] * sigmoid(mask_q)`` at the same two points.
+        """
+        feats = outputs["mask_features"].detach().float().flatten(2)
+        pi, pj = pairs[:, 0], pairs[:, 1]
+        was_training = self.simnet.training
+        self.simnet.eval()  # running BN statistics, and no update of them by the teacher pass
+        try:
+            with torch.no_grad():
+                teacher = self.simnet.pair_logits(gather_points(feats, pi, idx_i), gather_points(feats, pj, idx_j))
+                teacher = teacher.softmax(-1)[..., 1]  # [P, J, J]
+        finally:
+            self.simnet.train(was_training)
+        novel = self.novel_class_ids.to(feats.device)
+        cls = outputs["pred_logits"].float().softmax(-1)[:, :, novel]  # [B, Q, Cn]
+        masks = outputs["pred_masks"].float().flatten(2)  # [B, Q, N]
+        s_i = torch.bmm(gather_points(masks, pi, idx_i).sigmoid(), cls[pi])  # [P, J, Cn]
+        s_j = torch.bmm(gather_points(masks, pj, idx_j).sigmoid(), cls[pj])
+        s_i, s_j = F.normalize(s_i, dim=-1, eps=1e-12), F.normalize(s_j, dim=-1, eps=1e-12)
+        student = torch.bmm(s_i, s_j.transpose(1, 2)).relu().clamp(eps, 1 - eps)
+        # BCE written out: F.binary_cross_entropy refuses to run under autocast
+        bce = -(teacher * student.log() + (1 - teacher) * (1 - student).log())
+        return bce.mean()
+
+    def loss_distill(self, outputs, targets, pairs: Optional[torch.Tensor]) -> torch.Tensor:
+        zero = (outputs["pred_logits"].sum() + outputs["pred_masks"].sum()) * 0.0
+        feats = outputs["mask_features"]
+        pairs = self._check_pairs(pairs, feats.shape[0], feats.device)
+        if pairs is None or self.novel_class_ids.numel() == 0:
+            return zero
+        device = feats.device
+        novel_mask = torch.zeros(self.num_classes, dtype=torch.bool, device=device)
+        novel_mask[self.novel_class_ids.to(device)] = True
+        img_labels = torch.stack([t["image_labels"] for t in targets]).to(device).bool()
+        pi, pj = pairs[:, 0], pairs[:, 1]
+        share = (img_labels[pi] & img_labels[pj] & novel_mask).any(1)
+        labels, valid = self._small_targets(targets, feats.shape[-2:])
+        region = (labels.to(device) == self.ignore_value) & valid.to(device)  # non-base real pixels
+        keep = share & region[pi].any(1) & region[pj].any(1)
+        if not keep.any():
+            return zero
+        pairs = pairs[keep]
+        P = pairs.shape[0]
+        idx = sample_points(region[torch.cat([pairs[:, 0], pairs[:, 1]])], self.num_points)
+        return self.distill_loss_at_points(outputs, pairs, idx[:P], idx[P:]) + zero
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, outputs: dict, targets: Sequence[dict], pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Compute every enabled loss term (unweighted).
+
+        Args:
+            outputs: ``pred_logits [B,Q,K+1]``, ``pred_masks [B,Q,h,w]``, ``aux_outputs`` (list of
+                the same two keys), ``mask_features [B,C,h,w]`` (needed by the pair terms).
+            targets: B dicts with ``labels int64 [T]`` (mask targets first), ``has_mask bool [T]``,
+                ``masks [T,H,W]``, ``sem_seg int64 [H,W]``, ``valid bool [H,W]``, ``image_labels bool [K]``.
+            pairs: ``int64 [P,2]`` (image, reference) batch indices, or None.
+        """
+        if len(targets) != outputs["pred_logits"].shape[0]:
+            raise ValueError(
+                f"WeakShotCriterion: {len(targets)} targets for a batch of {outputs['pred_logits'].shape[0]}"
+            )
+        device = outputs["pred_logits"].device
+        # losses in float32 even when the model runs under autocast
+        with torch.autocast(device_type=device.type, enabled=False):
+            return self._forward(outputs, targets, pairs)
+
+    def _forward(self, outputs, targets, pairs) -> Dict[str, torch.Tensor]:
+        device = outputs["pred_logits"].device
+        num_masks = self._num_masks(targets, device)
+        final = {k: outputs[k] for k in ("pred_logits", "pred_masks")}
+        losses = self._layer_losses(final, targets, num_masks, self.complementary)
+        if self.simnet is not None:
+            losses["loss_sim"] = self.loss_sim(outputs, targets, pairs)
+            if self.distill:
+                losses["loss_dist"] = self.loss_distill(outputs, targets, pairs)
+        if self.deep_supervision:
+            comp = self.complementary and self.comp_deep_supervision
+            for i, aux in enumerate(outputs.get("aux_outputs") or []):
+                layer = self._layer_losses(aux, targets, num_masks, comp)
+                losses.update({f"{k}_{i}": v for k, v in layer.items()})
+        return losses
+
+
+def build_criterion(cfg, num_classes: int, novel_class_ids) -> WeakShotCriterion:
+    """Build the criterion (and its SimNet) from ``MODEL.MASK_FORMER.*`` and ``WEAKSHOT.*``."""
+    mf, ws = cfg.MODEL.MASK_FORMER, cfg.WEAKSHOT
+    if ws.PAIR_MODE == "none" and (ws.SIMNET.ENABLED or ws.DISTILL.ENABLED):
+        raise ValueError(
+            "WEAKSHOT.PAIR_MODE 'none' provides no image pairs: set WEAKSHOT.SIMNET.ENABLED False and "
+            "WEAKSHOT.DISTILL.ENABLED False (or use PAIR_MODE 'cross' / 'self')"
+        )
+    if ws.DISTILL.ENABLED and not ws.SIMNET.ENABLED:
+        raise ValueError(
+            "WEAKSHOT.DISTILL.ENABLED needs SimNet as teacher: set WEAKSHOT.SIMNET.ENABLED True "
+            "or WEAKSHOT.DISTILL.ENABLED False"
+        )
+    matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT)
+    simnet = None
+    if ws.SIMNET.ENABLED:
+        simnet = SimNet(
+            in_dim=cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            hidden_dim=ws.SIMNET.HIDDEN_DIM,
+            num_blocks=ws.SIMNET.NUM_BLOCKS,
+        )
+    return WeakShotCriterion(
+        num_classes=num_classes,
+        matcher=matcher,
+        novel_class_ids=torch.as_tensor(novel_class_ids, dtype=torch.long),
+        eos_coef=mf.NO_OBJECT_WEIGHT,
+        class_weight=mf.CLASS_WEIGHT,
+        mask_weight=mf.MASK_WEIGHT,
+        dice_weight=mf.DICE_WEIGHT,
+        deep_supervision=mf.DEEP_SUPERVISION,
+        complementary=ws.COMPLEMENTARY.ENABLED,
+        comp_weight=ws.COMPLEMENTARY.LOSS_WEIGHT,
+        ignore_prob=ws.COMPLEMENTARY.IGNORE_PROB,
+        comp_deep_supervision=ws.COMPLEMENTARY.DEEP_SUPERVISION,
+        simnet=simnet,
+        sim_weight=ws.SIMNET.LOSS_WEIGHT,
+        num_points=ws.SIMNET.NUM_POINTS,
+        focus_ratio=ws.SIMNET.FOCUS_RATIO,
+        distill=ws.DISTILL.ENABLED,
+        distill_weight=ws.DISTILL.LOSS_WEIGHT,
+        point_loss=mf.POINT_LOSS,
+        train_num_points=mf.TRAIN_NUM_POINTS,
+        oversample_ratio=mf.OVERSAMPLE_RATIO,
+        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        num_aux_layers=max(mf.DEC_LAYERS - 1, 0),
+        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+    )

@@ -1,0 +1,158 @@
+"""Plots of results across seeds: per-split grouped bars and hyper-parameter curves (paper Fig. 6).
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas, never through pyplot, so
+importing this module changes no global backend and works without a display. Every point/bar is the
+mean over runs with a two-sided Student-t CI of the mean (``summarize``; std ddof=1); groups with a
+single run get no error bar. The functions return what they drew (``PlotResult.summary``) so that
+callers and tests can check the figure against the numbers.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .stats import StatsWarning, _clean, _ordered, check_columns, summarize
+
+
+class PlotResult(NamedTuple):
+    figure: "object"        # matplotlib.figure.Figure
+    axes: "object"          # matplotlib.axes.Axes
+    summary: pd.DataFrame   # one row per drawn bar / point: keys, n, mean, std, ci_low, ci_high
+
+
+def _figure(figsize: Tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _yerr(summary: pd.DataFrame) -> np.ndarray:
+    """(2, N) asymmetric error-bar lengths; 0 where the CI is undefined (n < 2)."""
+    lo = (summary["mean"] - summary["ci_low"]).to_numpy(float)
+    hi = (summary["ci_high"] - summary["mean"]).to_numpy(float)
+    return np.nan_to_num(np.vstack([lo, hi]), nan=0.0)
+
+
+def _select(values: Sequence[str], wanted: Optional[Sequence[str]], what: str) -> list:
+    if not wanted:
+        return list(values)
+    unknown = [w for w in wanted if w not in values]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; available: {list(values)}")
+    return list(wanted)
+
+
+def plot_bars(df: pd.DataFrame, *, metric: str, confidence: float = 0.95,
+              methods: Optional[Sequence[str]] = None, splits: Optional[Sequence[str]] = None,
+              title: Optional[str] = None) -> PlotResult:
+    """Grouped bars: one group per split, one bar per method, height = mean, error = t-CI.
+
+    ``methods`` / ``splits`` select and order what is drawn (default: all, in CSV order).
+    ``axes.containers[i]`` is the BarContainer of ``methods[i]`` (label = method name).
+    """
+    summ = summarize(df, metric, confidence=confidence)
+    methods = _select(_ordered(summ["method"]), methods, "method(s)")
+    splits = _select(_ordered(summ["split"]), splits, "split(s)")
+    m_count = len(methods)
+    fig, ax = _figure((max(4.0, 1.0 + len(splits) * (0.5 + 0.35 * m_count)), 3.6))
+    x = np.arange(len(splits), dtype=float)
+    width = 0.8 / m_count
+    drawn = []
+    for i, m in enumerate(methods):
+        rows = (summ[summ["method"] == m].set_index("split").reindex(splits)
+                .reset_index().assign(method=m))
+        rows["x"] = x + (i - (m_count - 1) / 2) * width
+        ax.bar(rows["x"], rows["mean"].fillna(0.0), width * 0.95, yerr=_yerr(rows), capsize=3,
+               label=m, error_kw={"elinewidth": 1})
+        drawn.append(rows)
+    ax.set_xticks(x, splits, rotation=20 if max(len(s) for s in splits) > 8 else 0,
+                  ha="right" if max(len(s) for s in splits) > 8 else "center")
+    ax.set_ylabel(f"{metric} (mean ± {confidence:.0%} CI)")
+    ax.set_title(title or f"{metric} per split")
+    out = pd.concat(drawn, ignore_index=True)[["method", "split", "x", "n", "mean", "std",
+                                                 "ci_low", "ci_high"]]
+    out["n"] = out["n"].fillna(0).astype(int)
+    top = np.nanmax(np.fmax(out["ci_high"].to_numpy(float), out["mean"].to_numpy(float)))
+    if np.isfinite(top) and top > 0:  # head-room so the legend row never covers a bar
+        ax.set_ylim(top=top * 1.15)
+    ax.legend(fontsize="small", loc="upper center", ncol=min(m_count, 4), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return PlotResult(fig, ax, out)
+
+
+def plot_curve(df: pd.DataFrame, *, param: str, metric: str, group: Optional[str] = None,
+               confidence: float = 0.95, logx: bool = False,
+               title: Optional[str] = None) -> PlotResult:
+    """Hyper-parameter curve: mean ± t-CI of ``metric`` against ``param``, one line per split.
+
+    With ``group`` (e.g. ``"method"``) there is one line per split x group value. Rows without a
+    ``param`` value (e.g. baseline runs) are dropped with a warning. Numeric parameters get a
+    numeric (sorted) x axis, others a categorical one in CSV order. ``axes.lines`` hold the curves;
+    ``summary`` has one row per point with its ``x`` position and ``line`` label.
+    """
+    check_columns(df, [param] + ([group] if group else []), source="results")
+    d = df[df[param].notna()]
+    if len(d) < len(df):
+        warnings.warn(f"{len(df) - len(d)} row(s) without a value for '{param}' ignored",
+                      StatsWarning, stacklevel=2)
+    if d.empty:
+        raise ValueError(f"no rows with a value for parameter '{param}'")
+    d = _clean(d, metric, required=("split",))
+    if group is None and "method" in d.columns and d["method"].nunique() > 1:
+        raise ValueError(f"results hold several methods {_ordered(d['method'])}; pass "
+                         "group='method' (--group method) or filter the CSV to one method")
+    keys = ["split"] + ([group] if group and group != "split" else [])
+    summ = summarize(d, metric, by=keys + [param], confidence=confidence)
+
+    numeric = pd.to_numeric(summ[param], errors="coerce")
+    if numeric.notna().all():
+        summ["x"] = numeric.astype(float)
+        ticks = None
+    else:
+        cats = [str(v) for v in _ordered(d[param].astype(str))]
+        summ["x"] = summ[param].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
+        ticks = cats
+    summ["line"] = summ[keys].astype(str).agg(" / ".join, axis=1)
+
+    fig, ax = _figure((5.0, 3.6))
+    parts = []
+    for label in _ordered(summ["line"]):
+        rows = summ[summ["line"] == label].sort_values("x")
+        ax.errorbar(rows["x"], rows["mean"], yerr=_yerr(rows), marker="o", ms=4, capsize=3,
+                    label=label)
+        parts.append(rows)
+    if ticks is not None:
+        ax.set_xticks(range(len(ticks)), ticks)
+    elif logx:
+        if (summ["x"] <= 0).any():
+            raise ValueError(f"log x axis needs positive '{param}' values")
+        ax.set_xscale("log")
+    ax.set_xlabel(param)
+    ax.set_ylabel(f"{metric} (mean ± {confidence:.0%} CI)")
+    ax.set_title(title or f"{metric} vs {param}")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    out = pd.concat(parts, ignore_index=True)
+    return PlotResult(fig, ax, out[["line"] + keys + [param, "x", "n", "mean", "std", "ci_low",
+                                                      "ci_high"]])
+
+
+def save_figure(fig, path: str, *, dpi: int = 150) -> str:
+    """Write ``fig`` atomically; the format follows the extension (png, pdf, svg, ...)."""
+    from simformer.utils.io import atomic_path
+
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    supported = fig.canvas.get_supported_filetypes()
+    if ext not in supported:
+        raise ValueError(f"cannot write figure {path}: unknown extension '.{ext}'; "
+                         f"use one of {sorted(supported)}")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=ext, dpi=dpi)
+    return path

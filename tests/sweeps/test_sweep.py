@@ -1,0 +1,461 @@
+"""Sweeps: expansion against hand-written run lists, validation messages, and the skip / resume /
+fail / parallel / interrupt logic of both executors, driven by a fake runner script that accepts
+the same arguments as ``python -m simformer train`` and writes metrics from a known formula."""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simformer.config import load_cfg
+from simformer.sweeps import sweep as S
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPLIT1 = os.path.join(REPO, "splits", "toyscenes", "split1.json")
+SPLIT2 = os.path.join(REPO, "splits", "toyscenes", "split2.json")
+
+FAKE = r'''
+import json, os, signal, sys, time
+args = sys.argv[1:]
+stage = args[0]
+config = args[args.index("--config") + 1]
+out = args[args.index("--output") + 1]
+resume = "--resume" in args
+rest = [a for a in args[args.index("--output") + 2:] if a != "--resume"]
+pairs = dict(zip(rest[0::2], rest[1::2]))
+os.makedirs(out, exist_ok=True)
+call = {"stage": stage, "config": os.path.basename(config), "resume": resume, "opts": pairs,
+        "start": time.time(), "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "progress": os.environ.get("SIMFORMER_PROGRESS")}
+print("fake run", out, flush=True)
+if os.environ.get("FAKE_HANG"):
+    with open(os.path.join(out, "pid"), "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:  # the sweep stops children with SIGINT: leave a trace of a clean exit
+        open(os.path.join(out, "interrupted"), "w").close()
+        sys.exit(130)
+time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+seed = int(pairs["SEED"])
+if os.path.basename(config).startswith("bad") or str(seed) in os.environ.get("FAKE_FAIL_SEEDS", "").split(","):
+    print("line before the error\nboom: this run fails", flush=True)
+    sys.exit(3)
+if os.path.exists(os.path.join(out, "last_checkpoint")) and not resume:
+    print("checkpoint present but --resume missing", flush=True)
+    sys.exit(4)
+k = int(os.path.splitext(os.path.basename(pairs["WEAKSHOT.SPLIT"]))[0][-1])
+a = float(pairs.get("WEAKSHOT.DISTILL.LOSS_WEIGHT", 0.0))
+novel, base = 10.0 * seed + k + a, 50.0 + seed + 0.5 * k
+metrics = {"miou": (18 * base + 6 * novel) / 24, "base_miou": base, "novel_miou": novel,
+           "hm": 2 * base * novel / (base + novel), "fwiou": 70.0 + seed, "macc": 60.0 + k, "pacc": 90.0,
+           "per_class_iou": {"sky": 1.0}}
+with open(os.path.join(out, "model_final.pth"), "w") as f:
+    f.write("weights")
+with open(os.path.join(out, "run_info.json"), "w") as f:
+    json.dump({"git_commit": "fake%d" % seed}, f)
+with open(os.path.join(out, "metrics.json"), "w") as f:
+    json.dump(metrics, f)
+call["end"] = time.time()
+with open(os.path.join(out, "calls.jsonl"), "a") as f:
+    f.write(json.dumps(call) + "\n")
+'''
+
+
+def expected_metrics(seed, k, a=0.0):
+    novel, base = 10.0 * seed + k + a, 50.0 + seed + 0.5 * k
+    return {"novel_miou": novel, "base_miou": base, "miou": (18 * base + 6 * novel) / 24,
+            "hm": 2 * base * novel / (base + novel), "fwiou": 70.0 + seed, "macc": 60.0 + k, "pacc": 90.0}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Configs, the fake runner and a sweep writer in tmp_path; cwd = tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(S.RUNNER_ENV, raising=False)
+    for k in ("FAKE_HANG", "FAKE_SLEEP", "FAKE_FAIL_SEEDS"):
+        monkeypatch.delenv(k, raising=False)
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  MAX_ITER: 10\n")
+    (tmp_path / "pr.yaml").write_text("_BASE_: base.yaml\nWEAKSHOT:\n  SIMNET:\n    ENABLED: False\n"
+                                      "  DISTILL:\n    ENABLED: False\n")
+    (tmp_path / "bad.yaml").write_text("_BASE_: base.yaml\n")
+    (tmp_path / "fake.py").write_text(FAKE)
+
+    def write(text, name="sweep.yaml"):
+        p = tmp_path / name
+        p.write_text(textwrap.dedent(text))
+        return str(p)
+
+    return argparse.Namespace(tmp=tmp_path, write=write, runner=[sys.executable, str(tmp_path / "fake.py")])
+
+
+SWEEP = f"""
+name: t
+output: runs
+base_config: base.yaml
+opts: {{SOLVER.MAX_ITER: 600, SOLVER.BASE_LR: 0.001}}
+methods:
+  Pr: {{config: pr.yaml, opts: {{SOLVER.BASE_LR: 0.002}}}}
+  SimFormer: {{}}
+splits: [{SPLIT1}, {SPLIT2}]
+seeds: [1, 2]
+grid:
+  alpha: {{key: WEAKSHOT.DISTILL.LOSS_WEIGHT, values: [0.05, 0.5], methods: [SimFormer]}}
+"""
+
+
+def calls(run):
+    path = os.path.join(run.run_dir, "calls.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def quiet(_):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion
+# ---------------------------------------------------------------------------------------------
+def test_expansion_matches_hand_written_list(env):
+    sweep = S.load_sweep(env.write(SWEEP))
+    names = [r.name for r in sweep.runs]
+    assert names == [
+        "Pr/split1/seed1", "Pr/split1/seed2", "Pr/split2/seed1", "Pr/split2/seed2",
+        "SimFormer/split1/seed1/alpha=0.05", "SimFormer/split1/seed1/alpha=0.5",
+        "SimFormer/split1/seed2/alpha=0.05", "SimFormer/split1/seed2/alpha=0.5",
+        "SimFormer/split2/seed1/alpha=0.05", "SimFormer/split2/seed1/alpha=0.5",
+        "SimFormer/split2/seed2/alpha=0.05", "SimFormer/split2/seed2/alpha=0.5",
+    ]
+    assert sweep.grid_columns == ["alpha"]
+    out = str(env.tmp / "runs")
+    assert sweep.output == out
+    pr = sweep.runs[2]
+    assert (pr.method, pr.split, pr.seed, pr.params, pr.stage) == ("Pr", "split2", 1, {}, "train")
+    assert pr.run_dir == os.path.join(out, "Pr", "split2", "seed1")
+    # method opts replace the sweep's value of the same key; split, seed follow
+    assert pr.args() == ["train", "--config", str(env.tmp / "pr.yaml"), "--output", pr.run_dir,
+                         "SOLVER.MAX_ITER", "600", "SOLVER.BASE_LR", "0.002",
+                         "WEAKSHOT.SPLIT", SPLIT2, "SEED", "1"]
+    sf = sweep.runs[7]
+    assert sf.name == "SimFormer/split1/seed2/alpha=0.5" and sf.params == {"alpha": 0.5}
+    assert sf.run_dir == os.path.join(out, "SimFormer", "split1", "seed2", "alpha=0.5")
+    assert sf.args(resume=True) == ["train", "--config", str(env.tmp / "base.yaml"), "--output", sf.run_dir,
+                                    "--resume", "SOLVER.MAX_ITER", "600", "SOLVER.BASE_LR", "0.001",
+                                    "WEAKSHOT.SPLIT", SPLIT1, "SEED", "2", "WEAKSHOT.DISTILL.LOSS_WEIGHT", "0.5"]
+    # the overrides really produce the intended config
+    cfg = load_cfg(sf.config, list(sf.opts))
+    assert (cfg.SEED, cfg.WEAKSHOT.DISTILL.LOSS_WEIGHT, cfg.SOLVER.MAX_ITER, cfg.WEAKSHOT.SPLIT) == (2, 0.5, 600, SPLIT1)
+    assert load_cfg(pr.config, list(pr.opts)).WEAKSHOT.SIMNET.ENABLED is False
+    # deterministic: a second expansion is identical
+    assert [(r.name, r.args()) for r in S.load_sweep(env.write(SWEEP)).runs] == [(r.name, r.args()) for r in sweep.runs]
+    assert S.build_command(pr, resume=False, runner=["X"]) == ["X"] + pr.args()
+
+
+def test_defaults_stage_pipeline_and_split_names(env, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "split1.json").write_text(open(SPLIT2).read())
+    path = env.write(f"""
+        base_config: base.yaml
+        methods:
+          "SimFormer*": {{stage: pipeline, retrain_config: base.yaml}}
+        splits: [{SPLIT1}, other/split1.json]
+    """, name="mini.yaml")
+    sweep = S.load_sweep(path)
+    # name = file stem; output runs/<name>; seed from the config (SEED default 1, no override)
+    assert sweep.name == "mini" and sweep.output == str(tmp_path / "runs" / "mini")
+    assert [r.name for r in sweep.runs] == ["SimFormer*/toyscenes/split1/seed1", "SimFormer*/other/split1/seed1"]
+    r = sweep.runs[1]
+    assert r.run_dir == os.path.join(sweep.output, "SimFormer_", "other_split1", "seed1")
+    assert r.args() == ["pipeline", "--config", str(tmp_path / "base.yaml"), "--output", r.run_dir,
+                        "--retrain-config", str(tmp_path / "base.yaml"), "WEAKSHOT.SPLIT", str(other / "split1.json")]
+    # mapping form names splits explicitly
+    path = env.write(f"base_config: base.yaml\nsplits: {{a: {SPLIT1}, b: {SPLIT2}}}\nseeds: [3]\n", name="m.yaml")
+    assert [r.name for r in S.load_sweep(path).runs] == ["base/a/seed3", "base/b/seed3"]
+
+
+def test_select_only(env):
+    sweep = S.load_sweep(env.write(SWEEP))
+    assert [r.name for r in sweep.select(["Pr/*/seed2"])] == ["Pr/split1/seed2", "Pr/split2/seed2"]
+    assert len(sweep.select(["Pr/*", "*alpha=0.5"])) == 4 + 4
+    with pytest.raises(S.SweepError, match="matches none"):
+        sweep.select(["Nope/*"])
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("base_config: base.yaml\nseed: [1]\n", ["unknown key 'seed'", "Did you mean 'seeds'"]),
+    ("base_config: base.yaml\nmethods:\n  Pr: {conifg: pr.yaml}\n", ["methods.Pr", "unknown key 'conifg'"]),
+    ("base_config: base.yaml\nmethods:\n  Pr: {config: missing.yaml}\n", ["methods.Pr.config", "file not found: missing.yaml"]),
+    ("base_config: nothere.yaml\n", ["base_config", "file not found: nothere.yaml"]),
+    ("base_config: base.yaml\nopts: {SOLVER.MAX_ITR: 5}\n", ["run base/<config split>/seed*", "SOLVER.MAX_ITR", "SOLVER.MAX_ITER"]),
+    ("base_config: base.yaml\nmethods:\n  Pr: {opts: {WEAKSHOT.NOPE: 1}}\n", ["method 'Pr'", "WEAKSHOT.NOPE"]),
+    ("base_config: base.yaml\ngrid:\n  a: {key: SOLVER.LRR, values: [1]}\n", ["a=1", "SOLVER.LRR"]),
+    ("base_config: base.yaml\ngrid:\n  a: {key: SOLVER.BASE_LR, values: [0.1], methods: [X]}\n", ["grid.a", "['X']"]),
+    ("base_config: base.yaml\ngrid:\n  seed: {key: SOLVER.BASE_LR, values: [0.1]}\n", ["grid.seed", "reserved"]),
+    ("base_config: base.yaml\nseeds: [1, 1]\n", ["seeds has duplicates"]),
+    ("base_config: base.yaml\nmethods:\n  Pr: {stage: eval}\n", ["methods.Pr", "stage"]),
+    ("base_config: base.yaml\nsplits: [nosuch.json]\n", ["splits[0]", "nosuch.json"]),
+    ("base_config: base.yaml\nsplits: [" + SPLIT1 + ", " + SPLIT1 + "]\n", ["splits", "both named"]),
+    ("base_config: base.yaml\nsplits: [" + os.path.join(REPO, "splits", "ade20k", "split1.json") + "]\n",
+     ["is for dataset 'ade20k'", "toyscenes"]),
+    ("base_config: base.yaml\nopts: {OUTPUT_DIR: x}\n", ["OUTPUT_DIR"]),
+])
+def test_validation_errors_name_file_and_entry(env, text, needles):
+    path = env.write(text, name="bad_sweep.yaml")
+    with pytest.raises(S.SweepError) as e:
+        S.load_sweep(path)
+    msg = str(e.value)
+    assert path in msg
+    for n in needles:
+        assert n in msg, msg
+
+
+def test_folder_collision_is_an_error(env):
+    path = env.write("base_config: base.yaml\nmethods:\n  'A*': {}\n  'A?': {}\n", name="c.yaml")
+    with pytest.raises(S.SweepError, match=r"A\*/all-base/seed1 and A\?/all-base/seed1 would share"):
+        S.load_sweep(path)
+
+
+def test_torchrun_commands(env):
+    run = S.load_sweep(env.write(SWEEP)).runs[0]
+    py = sys.executable
+    assert S.build_command(run, resume=False, gpus=2) == [
+        py, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "simformer"] + run.args()
+    assert S.build_command(run, resume=True, gpus=4, nodes=2, node_rank=1, master_addr="n01", master_port=23456) == [
+        py, "-m", "torch.distributed.run", "--nproc_per_node", "4", "--nnodes", "2", "--node_rank", "1",
+        "--master_addr", "n01", "--master_port", "23456", "-m", "simformer"] + run.args(resume=True)
+    assert S.build_command(run, resume=False) == [py, "-m", "simformer"] + run.args()
+
+
+# ---------------------------------------------------------------------------------------------
+# Local executor
+# ---------------------------------------------------------------------------------------------
+SMALL = f"""
+name: small
+output: runs
+base_config: base.yaml
+methods:
+  Good: {{}}
+  Bad: {{config: bad.yaml}}
+splits: [{SPLIT1}]
+seeds: [1, 2]
+"""
+
+
+def test_failure_does_not_stop_others_then_skip_and_results(env):
+    sweep = S.load_sweep(env.write(SMALL))
+    good1, good2, bad1, bad2 = sweep.runs
+    report = S.run_local(sweep.runs, jobs=1, runner=env.runner, log=quiet)
+    # Bad runs come after the good ones in order and still all four ran
+    assert report.completed == [good1.name, good2.name]
+    assert set(report.failed) == {bad1.name, bad2.name}
+    assert report.failed[bad1.name] == "exit code 3"
+    failed = open(os.path.join(bad2.run_dir, "FAILED")).read()
+    assert failed.startswith("exit code 3\n") and "boom: this run fails" in failed and "--config" in failed
+    assert "boom" in open(os.path.join(bad2.run_dir, "stdout.log")).read()
+    assert [S.run_state(r) for r in sweep.runs] == ["done", "done", "failed", "failed"]
+    # children see the checkout on PYTHONPATH and quiet progress bars
+    c = calls(good1)[0]
+    assert c["pythonpath"].split(os.pathsep)[0] == REPO and c["progress"] == "0" and c["resume"] is False
+    # second invocation: done runs skipped (not re-executed), failed ones reported, not rerun
+    report2 = S.run_local(sweep.runs, jobs=2, runner=env.runner, log=quiet)
+    assert report2.skipped == [good1.name, good2.name] and report2.completed == []
+    assert set(report2.failed) == {bad1.name, bad2.name}
+    assert len(calls(good1)) == 1 and len(calls(good2)) == 1
+    assert open(os.path.join(bad1.run_dir, "stdout.log")).read().count("===== simformer sweep") == 1
+    # results: one row per finished run with the fake's values; failed runs listed, not rows
+    table, unfinished = S.collect(sweep)
+    assert list(table.columns) == ["run", "method", "split", "seed", "novel_miou", "base_miou", "miou", "hm",
+                                   "fwiou", "macc", "pacc", "run_dir", "git_commit"]
+    assert list(table["run"]) == [good1.name, good2.name]
+    for _, row in table.iterrows():
+        exp = expected_metrics(row["seed"], 1)
+        for k, v in exp.items():
+            assert row[k] == pytest.approx(v, abs=1e-12), k
+        assert row["git_commit"] == f"fake{row['seed']}"
+    assert [(r.name, s) for r, s in unfinished] == [(bad1.name, "failed"), (bad2.name, "failed")]
+
+
+def test_retry_failed_reruns_and_clears_marker(env, monkeypatch):
+    sweep = S.load_sweep(env.write(SMALL))
+    good = [r for r in sweep.runs if r.method == "Good"]
+    monkeypatch.setenv("FAKE_FAIL_SEEDS", "2")
+    report = S.run_local(good, runner=env.runner, log=quiet)
+    assert list(report.failed) == [good[1].name]
+    monkeypatch.setenv("FAKE_FAIL_SEEDS", "")
+    assert list(S.run_local(good, runner=env.runner, log=quiet).failed) == [good[1].name]  # not retried
+    assert calls(good[1]) == []
+    report = S.run_local(good, runner=env.runner, retry_failed=True, log=quiet)
+    assert report.completed == [good[1].name] and report.skipped == [good[0].name] and report.ok
+    assert not os.path.exists(os.path.join(good[1].run_dir, "FAILED"))
+    assert S.run_state(good[1]) == "done"
+
+
+def test_partial_run_gets_resume(env):
+    sweep = S.load_sweep(env.write(SMALL))
+    good1, good2 = sweep.runs[:2]
+    os.makedirs(good2.run_dir)
+    open(os.path.join(good2.run_dir, "last_checkpoint"), "w").write("model_0000005.pth")
+    assert S.run_state(good2) == "partial" and S.run_state(good1) == "new"
+    report = S.run_local([good1, good2], runner=env.runner, log=quiet)
+    assert report.completed == [good1.name, good2.name]  # the fake exits 4 if --resume is missing
+    assert calls(good1)[0]["resume"] is False and calls(good2)[0]["resume"] is True
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_jobs_run_in_parallel(env, monkeypatch, jobs):
+    monkeypatch.setenv("FAKE_SLEEP", "0.6")
+    sweep = S.load_sweep(env.write(SMALL))
+    good1, good2 = sweep.runs[:2]
+    S.run_local([good1, good2], jobs=jobs, runner=env.runner, log=quiet)
+    a, b = calls(good1)[0], calls(good2)[0]
+    overlap = min(a["end"], b["end"]) - max(a["start"], b["start"])
+    if jobs == 2:
+        assert overlap > 0.3, (a, b)
+    else:
+        assert overlap < 0, (a, b)
+
+
+def test_changed_spec_is_refused(env):
+    path = env.write(SMALL)
+    sweep = S.load_sweep(path)
+    S.run_local(sweep.runs[:1], runner=env.runner, log=quiet)
+    env.write(SMALL.replace("seeds: [1, 2]", "seeds: [1, 2]\nopts: {SOLVER.MAX_ITER: 7}"))
+    changed = S.load_sweep(path)
+    assert S.run_state(changed.runs[0]) == "changed" and S.run_state(changed.runs[1]) == "new"
+    with pytest.raises(S.SweepError, match="Good/split1/seed1"):
+        S.run_local(changed.runs, runner=env.runner, log=quiet)
+    assert calls(changed.runs[1]) == []  # nothing ran
+    os.unlink(os.path.join(changed.runs[0].run_dir, S.RECORD_FILE))  # adopt the run as it is
+    assert S.run_state(changed.runs[0]) == "done"
+
+
+def test_ctrl_c_stops_children_cleanly(env):
+    script = env.tmp / "driver.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from simformer.sweeps import sweep as S
+        sw = S.load_sweep({str(env.tmp / 'sweep.yaml')!r})
+        try:
+            S.run_local(sw.runs[:2], jobs=2, runner={env.runner!r}, grace_s=10)
+        except KeyboardInterrupt:
+            sys.exit(130)
+    """))
+    env.write(SMALL)
+    runs = S.load_sweep(str(env.tmp / "sweep.yaml")).runs[:2]
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=env.tmp, start_new_session=True,
+                            env=dict(os.environ, FAKE_HANG="1", PYTHONPATH=REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pid_files = [os.path.join(r.run_dir, "pid") for r in runs]
+    deadline = time.time() + 15
+    while not all(os.path.exists(p) for p in pid_files):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.05)
+    time.sleep(0.2)
+    child_pids = [int(open(p).read()) for p in pid_files]
+    os.kill(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=15)[0].decode()
+    assert proc.returncode == 130, out
+    assert "[interrupted] stopping 2 running run(s)" in out
+    for r, pid in zip(runs, child_pids):
+        assert os.path.exists(os.path.join(r.run_dir, "interrupted"))  # got SIGINT, exited through its handler
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        assert not os.path.exists(os.path.join(r.run_dir, "FAILED"))  # interrupted != failed
+        assert S.run_state(r) == "new"
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI and results
+# ---------------------------------------------------------------------------------------------
+def _cli(argv):
+    from simformer.commands import sweep as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    return cmd.run(parser.parse_args(argv))
+
+
+def test_cli_runs_collects_and_stats_reads(env, monkeypatch, capsys):
+    monkeypatch.setenv(S.RUNNER_ENV, " ".join(env.runner))
+    path = env.write(SWEEP.replace("Pr: {config: pr.yaml", "Pr: {config: bad.yaml"))
+    assert _cli([path, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep t: 12 runs (12 selected)" in out and "states: new 12" in out
+    assert f"{env.runner[1]} train --config {env.tmp / 'bad.yaml'}" in out  # the runner prefix is used
+    assert _cli([path, "--jobs", "2"]) == 1  # the 4 Pr runs fail
+    out = capsys.readouterr().out
+    assert "8 completed, 0 already done, 4 failed" in out and "Pr/split2/seed2: exit code 3" in out
+    csv = env.tmp / "runs" / "results.csv"
+    table = pd.read_csv(csv)
+    assert len(table) == 8 and list(table.columns)[-3:] == ["alpha", "run_dir", "git_commit"]
+    for _, row in table.iterrows():
+        exp = expected_metrics(row["seed"], int(row["split"][-1]), row["alpha"])
+        assert row["novel_miou"] == pytest.approx(exp["novel_miou"]) and row["hm"] == pytest.approx(exp["hm"])
+    # the printed summary: mean ± std over the two seeds of SimFormer split2 alpha=0.5
+    novel = [expected_metrics(s, 2, 0.5)["novel_miou"] for s in (1, 2)]
+    line = next(l for l in out.splitlines() if l.startswith("SimFormer split2 alpha=0.5"))
+    assert f"{np.mean(novel):.2f} ± {np.std(novel, ddof=1):.2f}" in line and " 2 " in line
+    # --collect rewrites the same table; stats reads it
+    os.unlink(csv)
+    assert _cli([path, "--collect"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(csv), table)
+    from simformer.sweeps.stats import load_results
+
+    df = load_results(str(csv), metric="novel_miou", required=("run", "method", "split", "seed"))
+    assert len(df) == 8
+    # dry-run shows states after the run
+    assert _cli([path, "--dry-run", "--only", "Pr/split1/*", "--only", "SimFormer/split1/seed1/*"]) == 0
+    out = capsys.readouterr().out
+    assert "[failed] Pr/split1/seed1" in out and "[done] SimFormer/split1/seed1/alpha=0.05" in out
+    assert "(4 selected)" in out and "states: failed 2, done 2" in out
+
+
+def test_summary_table_values():
+    table = pd.DataFrame({"method": ["A", "A", "A", "B"], "split": ["s", "s", "s", "s"],
+                          "novel_miou": [10.0, 12.0, 17.0, 5.0], "base_miou": [1.0, 2.0, 3.0, np.nan],
+                          "miou": [1.0] * 4, "hm": [np.nan] * 4})
+    text = S.summary_table(table)
+    a = next(l for l in text.splitlines() if l.startswith("A s"))
+    assert f"{np.mean([10, 12, 17]):.2f} ± {np.std([10, 12, 17], ddof=1):.2f}" in a and "2.00 ± 1.00" in a
+    assert a.split()[2] == "3" and a.rstrip().endswith("n/a")
+    b = next(l for l in text.splitlines() if l.startswith("B s"))
+    assert "5.00" in b and "±" not in b
+
+
+# ---------------------------------------------------------------------------------------------
+# submitit
+# ---------------------------------------------------------------------------------------------
+def test_submitit_local_executor(env):
+    sweep = S.load_sweep(env.write(SMALL))
+    good1, good2, bad1, bad2 = sweep.runs
+    S.run_local([good1], runner=env.runner, log=quiet)  # already done -> not submitted
+    os.makedirs(good2.run_dir)
+    open(os.path.join(good2.run_dir, "last_checkpoint"), "w").write("model_0000005.pth")
+    logs = []
+    report = S.run_submitit([good1, good2, bad1], folder=str(env.tmp / "runs" / ".submitit"), cluster="local",
+                            runner=env.runner, gpus_per_node=0, poll_s=0.1, log=logs.append)
+    assert report.skipped == [good1.name] and report.submitted == [good2.name, bad1.name]
+    assert report.completed == [good2.name] and list(report.failed) == [bad1.name]
+    assert report.failed[bad1.name] == "exit code 3"
+    assert calls(good2)[0]["resume"] is True and len(calls(good1)) == 1
+    assert open(os.path.join(bad1.run_dir, "FAILED")).readline() == "exit code 3\n"
+    assert any(l.startswith(f"[submitted] {bad1.name}: job ") for l in logs)
+    table, _ = S.collect(sweep)
+    assert list(table["run"]) == [good1.name, good2.name]
+    assert table["novel_miou"].tolist() == [expected_metrics(1, 1)["novel_miou"], expected_metrics(2, 1)["novel_miou"]]
+
+
+def test_slurm_needs_timeout(env):
+    with pytest.raises(S.SweepError, match="--timeout-min"):
+        S.make_executor(str(env.tmp / "x"), cluster="slurm")
