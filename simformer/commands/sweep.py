@@ -70,9 +70,9 @@ def _print_plan(sweep, runs, args) -> None:
     for run in runs:
         state = run_state(run)
         counts[state] = counts.get(state, 0) + 1
-        shown = {"partial": "partial (resumable)"}.get(state, state)
+        shown = {"partial": "partial (resumable)", "changed": "changed (refused)"}.get(state, state)
         print(f"  [{shown}] {run.name}")
-        if state != "done":
+        if state not in ("done", "running"):
             nodes = args.nodes if args.executor != "local" else 1
             cmd = build_command(run, resume=has_checkpoint(run.run_dir), gpus=gpus, nodes=nodes,
                                 master_addr="$MASTER_NODE")
@@ -118,8 +118,9 @@ def run(args) -> int:
             print(f"submitted {len(report.submitted)} job(s); skipped {len(report.skipped)} done run(s). "
                   f"Later: simformer sweep {args.sweep} --collect")
             return 0
+    busy = f", {len(report.busy)} running elsewhere" if report.busy else ""
     print(f"\nsweep {sweep.name}: {len(report.completed)} completed, {len(report.skipped)} already done, "
-          f"{len(report.failed)} failed")
+          f"{len(report.failed)} failed{busy}")
     collect_and_write(sweep)
     if report.failed:
         print(f"\nFAILED runs ({len(report.failed)}):")

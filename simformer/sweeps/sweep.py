@@ -11,6 +11,7 @@ is read from the files there:
 
 ==========  ===================================================================================
 done        ``metrics.json`` and ``model_final.pth`` present: skipped
+running     another sweep process or job holds the run's lock (``flock`` on ``RUN_DIR/.lock``): skipped
 failed      ``FAILED`` present (exit code + log tail): reported, re-run only with ``retry_failed``
 partial     ``last_checkpoint`` present (in the folder or one level down): resumed with --resume
 new         none of these: started from scratch
@@ -49,9 +50,10 @@ STAGES = ("train", "pipeline")
 METRIC_COLUMNS = ("novel_miou", "base_miou", "miou", "hm", "fwiou", "macc", "pacc")
 RESULT_COLUMNS = ("run", "method", "split", "seed") + METRIC_COLUMNS
 TRAILING_COLUMNS = ("run_dir", "git_commit")
-STATES = ("done", "partial", "failed", "new", "changed")
+STATES = ("done", "running", "partial", "failed", "new", "changed")
 
 FAILED_FILE = "FAILED"
+LOCK_FILE = ".lock"
 RECORD_FILE = "sweep_run.json"
 LOG_FILE = "stdout.log"
 LOG_TAIL_LINES = 40
@@ -131,6 +133,7 @@ class SweepReport:
     skipped: List[str] = field(default_factory=list)
     failed: Dict[str, str] = field(default_factory=dict)
     submitted: List[str] = field(default_factory=list)
+    busy: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -508,12 +511,54 @@ def is_changed(run: Run) -> bool:
     return record is not None and "fingerprint" in record and record["fingerprint"] != run.fingerprint
 
 
+def try_lock(run_dir: str, *, tries: int = 1) -> Optional[int]:
+    """Take the run's exclusive lock (``flock`` on RUN_DIR/.lock, released when every process holding
+    the descriptor has exited); the file descriptor, or None when someone else holds it. ``tries``
+    > 1 retries 0.1 s apart (an :func:`is_running` probe holds the lock for an instant)."""
+    import fcntl
+    import socket
+
+    os.makedirs(run_dir, exist_ok=True)
+    fd = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if attempt == tries - 1:
+                os.close(fd)
+                return None
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{socket.gethostname()} {os.getpid()} {_now()}\n".encode())
+    return fd
+
+
+def unlock(fd: Optional[int]) -> None:
+    if fd is not None:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def is_running(run_dir: str) -> bool:
+    """True while some process (a local sweep's child, a submitit job) holds the run's lock."""
+    if not os.path.isfile(os.path.join(run_dir, LOCK_FILE)):
+        return False
+    fd = try_lock(run_dir)
+    unlock(fd)
+    return fd is None
+
+
 def run_state(run: Run) -> str:
     """One of :data:`STATES` (see the module docstring)."""
     if is_changed(run):
         return "changed"
     if is_done(run.run_dir):
         return "done"
+    if is_running(run.run_dir):
+        return "running"
     if os.path.isfile(os.path.join(run.run_dir, FAILED_FILE)):
         return "failed"
     if has_checkpoint(run.run_dir):
@@ -657,6 +702,8 @@ def plan(runs: Sequence[Run], *, retry_failed: bool = False) -> Tuple[List[Tuple
         state = run_state(run)
         if state == "done":
             report.skipped.append(run.name)
+        elif state == "running":
+            report.busy.append(run.name)
         elif state == "failed" and not retry_failed:
             report.failed[run.name] = failure_reason(run.run_dir) + " (earlier attempt; --retry-failed reruns it)"
         elif state == "changed":
@@ -706,10 +753,14 @@ def _stop(procs: Sequence[subprocess.Popen], grace_s: float) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGINT)
     deadline = time.monotonic() + grace_s
+    try:
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C: stop waiting
     for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if p.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
@@ -733,9 +784,12 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
     todo, report = plan(runs, retry_failed=retry_failed)
     for name in report.skipped:
         log(f"[skip] {name}: done")
+    for name in report.busy:
+        log(f"[skip] {name}: running in another sweep process or job")
     total = len(todo)
     queue = list(todo)
-    running: Dict[int, Tuple[Run, subprocess.Popen, Any, int, List[str], float]] = {}
+    # slot -> (run, process, log file, log offset, command, start time, lock fd)
+    running: Dict[int, Tuple[Run, subprocess.Popen, Any, int, List[str], float, int]] = {}
     started = 0
     with _sigterm_as_interrupt():
         try:
@@ -743,20 +797,41 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
                 while queue and len(running) < jobs:
                     slot = min(set(range(jobs)) - set(running))
                     run, resume = queue.pop(0)
+                    started += 1
+                    lock = try_lock(run.run_dir, tries=5)
+                    if lock is None:  # taken since plan(): someone else is running it
+                        report.busy.append(run.name)
+                        log(f"[{started}/{total}] skip {run.name}: running in another sweep process or job")
+                        continue
+                    if is_done(run.run_dir):  # finished by someone else since plan()
+                        unlock(lock)
+                        report.skipped.append(run.name)
+                        log(f"[{started}/{total}] skip {run.name}: done")
+                        continue
                     command = build_command(run, resume=resume, runner=runner, gpus=gpus)
                     logf, offset = _open_log(run, command)
                     _write_record(run, command, resume)
-                    proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=child_env(groups[slot % len(groups)]), start_new_session=True)
-                    started += 1
-                    running[slot] = (run, proc, logf, offset, command, time.monotonic())
+                    try:
+                        # The child inherits the lock descriptor: the run stays locked while it lives.
+                        proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, env=child_env(groups[slot % len(groups)]),
+                                                start_new_session=True, pass_fds=(lock,))
+                    except OSError as e:
+                        logf.write(f"cannot start: {e}\n".encode())
+                        logf.close()
+                        report.failed[run.name] = _finish(run, 127, command, offset)
+                        unlock(lock)
+                        log(f"[FAILED] {run.name}: cannot start {command[0]}: {e}")
+                        continue
+                    running[slot] = (run, proc, logf, offset, command, time.monotonic(), lock)
                     gpu = f" on GPU {','.join(groups[slot % len(groups)])}" if groups[0] else ""
                     log(f"[{started}/{total}] start {run.name}{' (resume)' if resume else ''}{gpu}")
                 finished = [s for s, (_, p, *_rest) in running.items() if p.poll() is not None]
                 for slot in finished:
-                    run, proc, logf, offset, command, t0 = running.pop(slot)
+                    run, proc, logf, offset, command, t0, lock = running.pop(slot)
                     logf.close()
                     reason = _finish(run, proc.returncode, command, offset)
+                    unlock(lock)
                     if reason is None:
                         report.completed.append(run.name)
                         log(f"[done] {run.name} in {time.monotonic() - t0:.1f} s")
@@ -771,6 +846,8 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
             _stop(procs, grace_s)
             for (_, _, logf, *_rest) in running.values():
                 logf.close()
+            for (*_rest, lock) in running.values():
+                unlock(lock)
             raise
     return report
 
@@ -800,8 +877,6 @@ class SweepJob:
 
     def __call__(self) -> dict:
         run = self.run
-        if is_done(run.run_dir):
-            return {"name": run.name, "status": "skipped", "reason": None}
         node_rank, master_addr, master_port = 0, "", 29500
         if self.nodes > 1:
             import submitit
@@ -812,20 +887,34 @@ class SweepJob:
         resume = has_checkpoint(run.run_dir)
         command = build_command(run, resume=resume, runner=self.runner, gpus=self.gpus, nodes=self.nodes,
                                 node_rank=node_rank, master_addr=master_addr, master_port=master_port)
+        lock = None
+        if node_rank == 0:
+            lock = try_lock(run.run_dir, tries=5)
+            if lock is None:
+                return {"name": run.name, "status": "busy", "reason": None}
+            if is_done(run.run_dir):
+                unlock(lock)
+                return {"name": run.name, "status": "skipped", "reason": None}
+        elif is_done(run.run_dir):
+            return {"name": run.name, "status": "skipped", "reason": None}
         log_name = LOG_FILE if node_rank == 0 else f"stdout.node{node_rank}.log"
         logf, offset = _open_log(run, command, log_name)
         if node_rank == 0:
             _write_record(run, command, resume)
         try:
             self._proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=child_env())
+                                          env=child_env(), pass_fds=(lock,) if lock is not None else ())
             returncode = self._proc.wait()
+        except OSError as e:
+            logf.write(f"cannot start: {e}\n".encode())
+            returncode = 127
         finally:
             logf.close()
         if node_rank != 0:
             return {"name": run.name, "status": "completed" if returncode == 0 else "failed",
                     "reason": None if returncode == 0 else f"exit code {returncode} on node {node_rank}"}
         reason = _finish(run, returncode, command, offset)
+        unlock(lock)
         return {"name": run.name, "status": "completed" if reason is None else "failed", "reason": reason}
 
     def checkpoint(self, *args: Any, **kwargs: Any):
@@ -892,6 +981,8 @@ def run_submitit(runs: Sequence[Run], *, folder: str, cluster: str = "slurm", ru
     todo, report = plan(runs, retry_failed=retry_failed)
     for name in report.skipped:
         log(f"[skip] {name}: done")
+    for name in report.busy:
+        log(f"[skip] {name}: running in another sweep process or job")
     if not todo:
         return report
     gpus = int(executor_options.get("gpus_per_node", 1) or 1)
@@ -933,6 +1024,9 @@ def run_submitit(runs: Sequence[Run], *, folder: str, cluster: str = "slurm", ru
                 elif result["status"] == "skipped":
                     report.skipped.append(run.name)
                     log(f"[skip] {run.name}: done")
+                elif result["status"] == "busy":
+                    report.busy.append(run.name)
+                    log(f"[skip] {run.name}: was running elsewhere when its job started")
                 else:
                     report.completed.append(run.name)
                     log(f"[done] {run.name}")

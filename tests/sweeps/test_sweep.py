@@ -33,7 +33,8 @@ pairs = dict(zip(rest[0::2], rest[1::2]))
 os.makedirs(out, exist_ok=True)
 call = {"stage": stage, "config": os.path.basename(config), "resume": resume, "opts": pairs,
         "start": time.time(), "pythonpath": os.environ.get("PYTHONPATH", ""),
-        "progress": os.environ.get("SIMFORMER_PROGRESS")}
+        "progress": os.environ.get("SIMFORMER_PROGRESS"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "rank_env": os.environ.get("RANK")}
 print("fake run", out, flush=True)
 if os.environ.get("FAKE_HANG"):
     with open(os.path.join(out, "pid"), "w") as f:
@@ -326,6 +327,22 @@ def test_jobs_run_in_parallel(env, monkeypatch, jobs):
         assert overlap < 0, (a, b)
 
 
+def test_devices_are_split_between_concurrent_runs(env, monkeypatch):
+    monkeypatch.setenv("FAKE_SLEEP", "0.3")
+    monkeypatch.setenv("RANK", "3")  # a distributed variable of the sweep's own environment is not inherited
+    sweep = S.load_sweep(env.write(SWEEP))
+    runs = sweep.runs[:4]
+    report = S.run_local(runs, jobs=2, runner=env.runner, gpus=2, devices=["4", "5", "6", "7"], log=quiet)
+    assert report.completed and report.ok
+    got = [calls(r)[0] for r in runs]
+    assert all(c["rank_env"] is None for c in got)
+    assert {c["cuda"] for c in got} == {"4,5", "6,7"}
+    # the two runs started together (slots 0 and 1) got different GPU groups
+    assert {got[0]["cuda"], got[1]["cuda"]} == {"4,5", "6,7"}
+    with pytest.raises(S.SweepError, match="groups of --gpus-per-node 2"):
+        S.run_local(runs, runner=env.runner, gpus=2, devices=["0", "1", "2"], log=quiet)
+
+
 def test_changed_spec_is_refused(env):
     path = env.write(SMALL)
     sweep = S.load_sweep(path)
@@ -422,15 +439,16 @@ def test_cli_runs_collects_and_stats_reads(env, monkeypatch, capsys):
 
 
 def test_summary_table_values():
-    table = pd.DataFrame({"method": ["A", "A", "A", "B"], "split": ["s", "s", "s", "s"],
-                          "novel_miou": [10.0, 12.0, 17.0, 5.0], "base_miou": [1.0, 2.0, 3.0, np.nan],
-                          "miou": [1.0] * 4, "hm": [np.nan] * 4})
-    text = S.summary_table(table)
-    a = next(l for l in text.splitlines() if l.startswith("A s"))
+    table = pd.DataFrame({"method": ["A", "A", "A", "B", "A"], "split": ["s"] * 5,
+                          "novel_miou": [10.0, 12.0, 17.0, 5.0, 1.0], "base_miou": [1.0, 2.0, 3.0, np.nan, 1.0],
+                          "miou": [1.0] * 5, "hm": [np.nan] * 5, "alpha": [0.1, 0.1, 0.1, np.nan, 0.5]})
+    text = S.summary_table(table, ["alpha"])
+    a = next(l for l in text.splitlines() if l.startswith("A s alpha=0.1 "))
     assert f"{np.mean([10, 12, 17]):.2f} ± {np.std([10, 12, 17], ddof=1):.2f}" in a and "2.00 ± 1.00" in a
-    assert a.split()[2] == "3" and a.rstrip().endswith("n/a")
-    b = next(l for l in text.splitlines() if l.startswith("B s"))
-    assert "5.00" in b and "±" not in b
+    assert a.split()[3] == "3" and a.rstrip().endswith("n/a")
+    assert next(l for l in text.splitlines() if l.startswith("A s alpha=0.5 ")).split()[3] == "1"
+    b = next(l for l in text.splitlines() if l.startswith("B s "))
+    assert "5.00" in b and "±" not in b and "nan" not in b  # no alpha for B: no "alpha=nan"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,3 +477,27 @@ def test_submitit_local_executor(env):
 def test_slurm_needs_timeout(env):
     with pytest.raises(S.SweepError, match="--timeout-min"):
         S.make_executor(str(env.tmp / "x"), cluster="slurm")
+
+
+def test_locked_run_is_running_and_not_started_twice(env):
+    sweep = S.load_sweep(env.write(SMALL))
+    good1, good2 = sweep.runs[:2]
+    fd = S.try_lock(good1.run_dir)  # as if another sweep process were running it
+    try:
+        assert fd is not None and S.try_lock(good1.run_dir) is None
+        assert S.run_state(good1) == "running" and S.run_state(good2) == "new"
+        report = S.run_local([good1, good2], runner=env.runner, log=quiet)
+        assert report.busy == [good1.name] and report.completed == [good2.name]
+        assert calls(good1) == []
+    finally:
+        S.unlock(fd)
+    assert S.run_state(good1) == "new"  # lock released -> runnable again
+    assert S.run_local([good1, good2], runner=env.runner, log=quiet).completed == [good1.name]
+    assert not S.is_running(good1.run_dir)  # the sweep released its own lock
+
+
+def test_missing_runner_is_a_failed_run(env):
+    sweep = S.load_sweep(env.write(SMALL))
+    report = S.run_local(sweep.runs[:2], runner=[str(env.tmp / "no-such-program")], log=quiet)
+    assert list(report.failed) == [r.name for r in sweep.runs[:2]]
+    assert "cannot start" in open(os.path.join(sweep.runs[0].run_dir, "FAILED")).read()
