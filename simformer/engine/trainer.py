@@ -108,6 +108,7 @@ class Trainer:
         self.checkpointer = Checkpointer(self.output_dir, keep=cfg.SOLVER.CHECKPOINT_KEEP)
         self.use_amp = cfg.SOLVER.AMP.ENABLED and self.device.type == "cuda"
         self.start_iter = 0
+        self._resume_rng = None
         if resume:
             self._resume()
         elif cfg.MODEL.WEIGHTS:
@@ -146,10 +147,9 @@ class Trainer:
         ckpt = Checkpointer.load(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         self.start_iter = int(ckpt["iteration"])
         states = ckpt.get("rng_all")
-        if states and len(states) == self.world:
-            set_rng_state(states[self.rank])
-        elif "rng" in ckpt:
-            set_rng_state(ckpt["rng"])
+        # Applied in train() once the data loader exists: creating its iterator draws from the
+        # global RNG, which the uninterrupted run did before its first iteration too.
+        self._resume_rng = states[self.rank] if states and len(states) == self.world else ckpt.get("rng")
         logger.info("Resumed from %s at iteration %d", path, self.start_iter)
 
     def _build_loader(self):
@@ -257,6 +257,8 @@ class Trainer:
         self.write_run_files()
         max_iter = cfg.SOLVER.MAX_ITER
         loader_iter = iter(self._build_loader())
+        if self._resume_rng is not None:
+            set_rng_state(self._resume_rng)
         self.ddp_model.train()
         writer = None
         log_file = None

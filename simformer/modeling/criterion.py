@@ -263,7 +263,17 @@ class WeakShotCriterion(nn.Module):
         labels = torch.cat([tg["labels"][ti.to(tg["labels"].device)] for tg, (_, ti) in zip(targets, indices)])
         target_classes = torch.full((B, Q), self.num_classes, dtype=torch.long, device=logits.device)
         target_classes[b, q] = labels.to(logits.device)
-        return F.cross_entropy(logits.transpose(1, 2), target_classes, self.empty_weight.to(logits.device))
+        weight = self.empty_weight.to(logits.device)
+        losses = F.cross_entropy(logits.transpose(1, 2), target_classes, weight, reduction="none")
+        # Weighted mean with the weight total averaged over ranks, so that DDP's gradient average
+        # equals the single-process loss on the whole global batch (the plain per-rank weighted
+        # mean would not, as ranks have different numbers of matched queries).
+        total = weight[target_classes].sum().detach()
+        if _world_size() > 1:
+            total = total.clone()
+            dist.all_reduce(total)
+            total = total / _world_size()
+        return losses.sum() / total.clamp(min=1e-6)
 
     def loss_masks(self, outputs, targets, indices, num_masks: float) -> Dict[str, torch.Tensor]:
         pred = outputs["pred_masks"]

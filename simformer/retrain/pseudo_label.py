@@ -69,7 +69,16 @@ def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name:
         counts["labelled_pixels"] += int((label != 255).sum())
         counts["pixels"] += int(label.size)
 
-    predict_dataset(model, cfg, dataset_name, on_prediction=on_prediction, desc="pseudo-label")
+    # Training images have known image-level labels: a model that can use them (CAM) restricts
+    # its classes to them; SimFormer ignores the flag (mixed_label restricts novel classes anyway).
+    had_flag = getattr(model, "use_image_labels", None)
+    if had_flag is not None:
+        model.use_image_labels = True
+    try:
+        predict_dataset(model, cfg, dataset_name, on_prediction=on_prediction, desc="pseudo-label")
+    finally:
+        if had_flag is not None:
+            model.use_image_labels = had_flag
     evaluator.synchronize()
     quality = evaluator.evaluate()
     totals = counts
