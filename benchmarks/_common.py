@@ -261,8 +261,12 @@ class PeakMemory:
             return
         if self._libc is not None:
             self._libc.malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError as e:
+            raise RuntimeError(f"Cannot reset the peak RSS through /proc/self/clear_refs ({e}); CPU peak "
+                               "memory needs Linux >= 4.0 with a writable /proc (run on CUDA otherwise)") from e
         self.base = _proc_status_kib("VmRSS") * 1024
 
     def stop(self) -> None:

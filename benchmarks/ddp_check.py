@@ -79,18 +79,21 @@ def worker(rank: int, world: int, port: int, config: str, overrides, steps: int,
 
         times.append(C.time_call(step, trainer.device))
         losses.append(dt_box["logged"]["total_loss"])
-    params = _flat_params(model)
+    # collectives run on the backend's device (NCCL needs CUDA tensors, gloo takes CPU ones)
+    dev = trainer.device
+    start = start.to(dev)
+    params = _flat_params(model).to(dev)
     reference = params.clone()
     dist.broadcast(reference, 0)  # gloo/NCCL collectives need the tensor on the backend's device
-    diff = torch.tensor([(params - reference).abs().max().item()])
+    diff = torch.tensor([(params - reference).abs().max().item()], device=dev)
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     # Buffers (BatchNorm running statistics, e.g. SimNet's) are not synchronised by DDP with
     # broadcast_buffers=False; reported for information, not part of the pass criterion.
     bufs = [b.detach().reshape(-1).float().cpu() for b in model.buffers() if b.is_floating_point()]
-    bufs = torch.cat(bufs) if bufs else torch.zeros(1)
+    bufs = (torch.cat(bufs) if bufs else torch.zeros(1)).to(dev)
     ref_bufs = bufs.clone()
     dist.broadcast(ref_bufs, 0)
-    bdiff = torch.tensor([(bufs - ref_bufs).abs().max().item()])
+    bdiff = torch.tensor([(bufs - ref_bufs).abs().max().item()], device=dev)
     dist.all_reduce(bdiff, op=dist.ReduceOp.MAX)
     all_losses = [None] * world
     dist.all_gather_object(all_losses, losses)

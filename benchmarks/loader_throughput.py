@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import time
 import sys
 import tempfile
 from collections import OrderedDict
@@ -117,10 +118,10 @@ def loader_rates(cfg, split, workers, *, batches: int, rounds: int, images_per_b
             loader, _ = C.real_train_loader(cfg, split, num_workers=w)
             for _ in range(max(1, 2 * w)):  # start-up and the first prefetch wave are not timed
                 next(loader)
-            t0 = C.time.perf_counter()
+            t0 = time.perf_counter()
             for _ in range(batches):
                 batch = next(loader)
-            dt = C.time.perf_counter() - t0
+            dt = time.perf_counter() - t0
             if len(batch) != images_per_batch:
                 raise RuntimeError(f"loader gave {len(batch)} images per batch, expected {images_per_batch}")
             rates[w].append(batches * images_per_batch / dt)
@@ -128,12 +129,12 @@ def loader_rates(cfg, split, workers, *, batches: int, rounds: int, images_per_b
     return {w: C.median(v) for w, v in rates.items()}
 
 
-def step_rate(config, *, batch, size, device, warmup, repeats, opts):
+def step_rate(config, *, batch, size, device, warmup, repeats, opts, amp=False):
     """Median SimFormer step time (s) for the setting, via step_time.measure_steps."""
     import step_time
 
     times, _ = step_time.measure_steps(config, batch=batch, size=size, device=device, warmup=warmup,
-                                       repeats=repeats, opts=opts, names=("simformer",))
+                                       repeats=repeats, opts=opts, names=("simformer",), amp=amp)
     return C.median(times["simformer"])
 
 
@@ -199,9 +200,10 @@ def main(argv=None) -> int:
             split = make_split("ade20k", ade.class_names, ade.novel, {"method": "paper", "key": "ade20k/split1"})
             rates = loader_rates(cfg, split, workers, batches=batches, rounds=rounds, images_per_batch=batch)
             if device.type == "cuda" or args.measure_ade_step:
+                amp = device.type == "cuda"  # bf16 autocast as SOLVER.AMP.ENABLED
                 step_s = step_rate(ADE_CONFIG, batch=batch, size=512, device=device, warmup=2, repeats=5,
-                                   opts=["SOLVER.AMP.ENABLED", "True"] if device.type == "cuda" else [])
-                source = f"R50 SimFormer step measured on {device.type}"
+                                   opts=[], amp=amp)
+                source = f"R50 SimFormer step measured on {device.type}{' with bf16 AMP' if amp else ''}"
             else:
                 step_s = args.target_step_s * batch / args.ade_batch
                 source = f"--target-step-s {args.target_step_s:g} per {args.ade_batch} images (assumed H100 rate)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -77,12 +78,12 @@ class PartTimer:
     @contextmanager
     def part(self, name: str):
         C.synchronize(self.device)
-        t0 = C.time.perf_counter()
+        t0 = time.perf_counter()
         try:
             yield
         finally:
             C.synchronize(self.device)
-            self.totals[name] = self.totals.get(name, 0.0) + C.time.perf_counter() - t0
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - t0
 
     def wrap(self, name: str, fn):
         def timed(*args, **kwargs):
@@ -145,9 +146,9 @@ def time_data_loading(pair: "C.ModelPair", name: str, batches: int, warmup: int)
         next(loader)
     times = []
     for _ in range(batches):
-        t0 = C.time.perf_counter()
+        t0 = time.perf_counter()
         next(loader)
-        times.append(C.time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
     return times
 
 

@@ -118,9 +118,10 @@ class Trainer:
             torch.manual_seed(cfg.SEED * 1000 + self.rank)
         self.ddp_model = self.model
         if self.world > 1:
+            # Buffers (SimNet's BatchNorm statistics) are broadcast from rank 0 each step so that
+            # every rank's distillation teacher is the same network.
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     # ------------------------------------------------------------------------------------------
     def _check_cfg(self) -> None:
