@@ -5,7 +5,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from engine_utils import TINY
+from tiny_config import TINY
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
 # Deterministic MaskFormer-with-novel-targets setting: no random point sampling, no dropout.

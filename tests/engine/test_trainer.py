@@ -9,7 +9,7 @@ import torch
 from simformer.config import load_cfg
 from simformer.engine.trainer import Trainer
 
-from engine_utils import TINY
+from tiny_config import TINY
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
 

@@ -1,4 +1,4 @@
-"""Shared settings for the engine tests."""
+"""A small but complete SimFormer configuration shared by the engine and pipeline tests."""
 
 # A small but complete SimFormer (every module on) for engine tests.
 TINY = [
