@@ -16,26 +16,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import os
+    from simformer.engine.evaluate import evaluate_model, load_trained_model
 
-    from simformer.config import load_cfg
-    from simformer.engine import comm
-    from simformer.engine.checkpoint import Checkpointer
-    from simformer.engine.evaluate import evaluate_model
-    from simformer.engine.trainer import resolve_split, setup_logging
-    from simformer.data.catalog import get_dataset
-    from simformer.modeling.simformer import build_model
-
-    if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"--weights {args.weights} does not exist")
-    cfg = load_cfg(args.config, list(args.opts) + ["MODEL.BACKBONE.WEIGHTS", ""])
-    device = comm.init_distributed(cfg.MODEL.DEVICE)
-    setup_logging(args.out, comm.get_rank())
-    if not cfg.DATASETS.TEST:
-        raise ValueError(f"{args.config} names no DATASETS.TEST")
-    test_name = cfg.DATASETS.TEST[0]
-    split = resolve_split(cfg, test_name)
-    model = build_model(cfg, get_dataset(test_name).num_classes, split).to(device)
-    Checkpointer.load(args.weights, model=model)
-    evaluate_model(model, cfg, test_name, split, out_dir=args.out)
+    cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, log_dir=args.out)
+    evaluate_model(model, cfg, name, split, out_dir=args.out)
     return 0

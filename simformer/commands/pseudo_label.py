@@ -19,25 +19,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import os
-
-    from simformer.config import load_cfg
-    from simformer.data.catalog import get_dataset
-    from simformer.engine import comm
-    from simformer.engine.checkpoint import Checkpointer
-    from simformer.engine.trainer import resolve_split, setup_logging
-    from simformer.modeling.simformer import build_model
+    from simformer.engine.evaluate import load_trained_model
     from simformer.retrain.pseudo_label import generate_pseudo_labels
 
-    if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"--weights {args.weights} does not exist")
-    cfg = load_cfg(args.config, list(args.opts) + ["MODEL.BACKBONE.WEIGHTS", ""])
-    device = comm.init_distributed(cfg.MODEL.DEVICE)
-    setup_logging(None, comm.get_rank())
-    name = args.dataset or cfg.DATASETS.TRAIN[0]
-    split = resolve_split(cfg, name)
-    model = build_model(cfg, get_dataset(name).num_classes, split).to(device)
-    Checkpointer.load(args.weights, model=model)
+    cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, args.dataset,
+                                                 default_dataset="train")
     report = generate_pseudo_labels(model, cfg, split, args.out, name)
     q = report["quality"]
     print(f"pseudo labels in {args.out}: novel mIoU {q['novel_miou']}, base mIoU {q['base_miou']}, "

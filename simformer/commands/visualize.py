@@ -15,22 +15,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import os
-
-    from simformer.config import load_cfg
-    from simformer.data.catalog import get_dataset
-    from simformer.engine.checkpoint import Checkpointer
-    from simformer.engine.trainer import resolve_split
+    from simformer.engine.evaluate import load_trained_model
     from simformer.evaluation.visualize import visualize_dataset
-    from simformer.modeling.simformer import build_model
 
-    if not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"--weights {args.weights} does not exist")
-    cfg = load_cfg(args.config, list(args.opts) + ["MODEL.BACKBONE.WEIGHTS", ""])
-    name = args.dataset or cfg.DATASETS.TEST[0]
-    split = resolve_split(cfg, name)
-    model = build_model(cfg, get_dataset(name).num_classes, split)
-    Checkpointer.load(args.weights, model=model)
+    cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, args.dataset)
     files = visualize_dataset(model, cfg, name, split, args.out, num_images=args.num)
     print(f"wrote {len(files)} figures to {args.out}")
     return 0
