@@ -239,7 +239,7 @@ class Trainer:
                 if not math.isfinite(float(total.detach())):
                     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
                     raise FloatingPointError(
-                        f"Loss is {float(total)} at iteration {iteration} (non-finite terms: {bad}; all terms: {values}). "
+                        f"Loss is {float(total.detach())} at iteration {iteration} (non-finite terms: {bad}; all terms: {values}). "
                         f"Training stopped; the last good checkpoint is {self.checkpointer.last_checkpoint()}. "
                         "Lower SOLVER.BASE_LR or check the data, then run again with --resume.")
                 (total / accum).backward()

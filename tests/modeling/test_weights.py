@@ -146,8 +146,13 @@ def test_torchvision_pth_loads_all(loaded_from_pth, tv_sd, caplog):
 
 def test_unexpected_logged(tv_file, caplog):
     model = ResNet(depth=50)
-    with caplog.at_level(logging.INFO, logger="simformer"):
-        load_backbone_weights(model, tv_file)
+    logger = logging.getLogger("simformer")
+    logger.addHandler(caplog.handler)  # the trainer's setup_logging turns propagation off
+    try:
+        with caplog.at_level(logging.INFO, logger="simformer"):
+            load_backbone_weights(model, tv_file)
+    finally:
+        logger.removeHandler(caplog.handler)
     text = "\n".join(r.getMessage() for r in caplog.records if r.name == "simformer")
     assert "fc.weight" in text and tv_file in text
 
