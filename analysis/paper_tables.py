@@ -91,7 +91,7 @@ def render(results_csv: str, table: str, metric: str = "novel_miou", methods=Non
     if df.empty:
         raise ValueError(f"{results_csv}: no rows for methods {methods}")
     out = [f"### {table}: {metric} (%), measured (mean ± std over seeds)\n", to_markdown(mean_std_table(df, metric))]
-    if table == "table1_main":
+    if table == "table1_main" and metric == "novel_miou":
         ratio = oracle_ratio(df, metric)
         if not ratio.empty:
             out += [f"\n{metric} as % of FullyOracle (paper: SimFormer 77-89 %, SimFormer* 82-93 %):\n", to_markdown(ratio)]

@@ -61,7 +61,7 @@ def plot_bars(df: pd.DataFrame, *, metric: str, confidence: float = 0.95,
     methods = _select(_ordered(summ["method"]), methods, "method(s)")
     splits = _select(_ordered(summ["split"]), splits, "split(s)")
     m_count = len(methods)
-    fig, ax = _figure((max(4.0, 1.0 + len(splits) * (0.5 + 0.35 * m_count)), 3.6))
+    fig, ax = _figure((max(6.0, 1.0 + len(splits) * (0.5 + 0.35 * m_count)), 4.2))
     x = np.arange(len(splits), dtype=float)
     width = 0.8 / m_count
     drawn = []
@@ -80,9 +80,10 @@ def plot_bars(df: pd.DataFrame, *, metric: str, confidence: float = 0.95,
                                                  "ci_low", "ci_high"]]
     out["n"] = out["n"].fillna(0).astype(int)
     top = np.nanmax(np.fmax(out["ci_high"].to_numpy(float), out["mean"].to_numpy(float)))
-    if np.isfinite(top) and top > 0:  # head-room so the legend row never covers a bar
-        ax.set_ylim(top=top * 1.15)
-    ax.legend(fontsize="small", loc="upper center", ncol=min(m_count, 4), frameon=False)
+    if np.isfinite(top) and top > 0:
+        ax.set_ylim(top=top * 1.05)
+    # legend outside the axes (right), so it never covers a bar or an error bar
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return PlotResult(fig, ax, out)
 
