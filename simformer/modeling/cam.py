@@ -22,7 +22,7 @@ mapper or by the model never dilutes the score.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 import torch
 import torch.nn.functional as F

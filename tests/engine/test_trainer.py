@@ -1,6 +1,5 @@
 """End-to-end training behaviour: overfitting, exact resume, NaN guard, run files."""
 import json
-import math
 import os
 
 import pytest

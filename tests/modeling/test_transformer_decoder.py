@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from simformer.config import get_cfg
 from simformer.modeling.position_encoding import PositionEmbeddingSine

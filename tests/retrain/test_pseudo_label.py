@@ -3,7 +3,6 @@ import json
 import os
 
 import numpy as np
-import pytest
 
 from simformer.retrain.pseudo_label import mixed_label
 

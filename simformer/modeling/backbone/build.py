@@ -69,6 +69,12 @@ class Backbone(nn.Module):
     out_channels: Dict[str, int]
     out_strides: Dict[str, int]
 
+    def _init_weights(self) -> None:
+        """He init (fan_out) of every conv, as torchvision; only matters without ImageNet weights."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
     @property
     def size_divisibility(self) -> int:
         """Input sides divisible by this give feature maps without rounding (the largest stride)."""

@@ -147,11 +147,6 @@ class EfficientNetLite(Backbone):
         self._block_to_name = {i: n for n, i in self.out_indices.items()}
         self._init_weights()
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
     def stage_modules(self) -> List[List[nn.Module]]:
         bounds = [self.out_indices[f"res{lv}"] for lv in (2, 3, 4, 5)]
         stages = [[self._conv_stem, self._bn0]]

@@ -87,12 +87,6 @@ class ResNet(Backbone):
             in_ch = out_ch
         self._init_weights()
 
-    def _init_weights(self) -> None:
-        # He init (fan_out) as torchvision; only matters without ImageNet weights.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
     def stage_modules(self) -> List[List[nn.Module]]:
         return [[self.conv1, self.bn1], [self.layer1], [self.layer2], [self.layer3], [self.layer4]]
 
