@@ -44,13 +44,10 @@ def sem_seg_postprocess(result: torch.Tensor, img_size: Sequence[int], out_h: in
 
 def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
     """Output (h, w) when resizing the short side to ``short`` with the long side capped at
-    ``max_size`` (0 = no cap), rounded to nearest (detectron2 ResizeShortestEdge)."""
-    scale = short / min(h, w)
-    nh, nw = h * scale, w * scale
-    if max_size > 0 and max(nh, nw) > max_size:
-        s = max_size / max(nh, nw)
-        nh, nw = nh * s, nw * s
-    return max(1, int(nh + 0.5)), max(1, int(nw + 0.5))
+    ``max_size`` (0 = no cap): the test mapper's own arithmetic (detectron2 ResizeShortestEdge)."""
+    from simformer.data.transforms import compute_resized_shape
+
+    return compute_resized_shape(h, w, short, max_size)
 
 
 def tta_inference(

@@ -23,7 +23,7 @@ def test_unknown_key_in_file_names_key_and_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_cfg(child)
     assert "SOLVER.MAX_ITERS" in str(e.value) and "base.yaml" in str(e.value)
-    assert "SOLVER.MAX_ITER" in str(e.value)  # suggestion
+    assert "Did you mean: SOLVER.MAX_ITER" in str(e.value)
 
 
 def test_unknown_override_and_bad_type(tmp_path):
