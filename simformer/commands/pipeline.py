@@ -15,6 +15,8 @@ def add_arguments(parser):
     parser.add_argument("--config", required=True, help="stage-1 config (SimFormer or an ablation, or CAM)")
     parser.add_argument("--output", required=True, help="run directory")
     parser.add_argument("--retrain-config", help="stage-2 config (default: retrain.yaml next to --config)")
+    parser.add_argument("--stage1-from", metavar="RUN_DIR",
+                        help="a finished `simformer train` run with the same config: reuse it as stage 1")
     parser.add_argument("--resume", action="store_true", help="accepted for symmetry with train; stages always resume")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides for both stages")
 
@@ -24,5 +26,6 @@ def run(args) -> int:
     from simformer.retrain.pseudo_label import run_pipeline
 
     setup_logging(args.output)
-    run_pipeline(args.config, args.output, args.opts, retrain_config=args.retrain_config, resume=args.resume)
+    run_pipeline(args.config, args.output, args.opts, retrain_config=args.retrain_config, resume=args.resume,
+                 stage1_from=args.stage1_from)
     return 0

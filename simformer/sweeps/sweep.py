@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid")
-METHOD_KEYS = ("config", "opts", "stage", "retrain_config")
+METHOD_KEYS = ("config", "opts", "stage", "retrain_config", "stage1_from")
 GRID_KEYS = ("key", "values", "methods")
 STAGES = ("train", "pipeline")
 METRIC_COLUMNS = ("novel_miou", "base_miou", "miou", "hm", "fwiou", "macc", "pacc")
@@ -93,6 +93,7 @@ class Run:
     opts: Tuple[str, ...]
     retrain_config: Optional[str] = None
     fingerprint: Dict[str, Any] = field(default_factory=dict)
+    stage1_from: Optional[str] = None  # pipeline: run folder of the same seed/split of another method
 
     def args(self, resume: bool = False) -> List[str]:
         """Arguments after ``simformer``: ``STAGE --config C --output D [--resume] [...] KEY VALUE...``."""
@@ -101,6 +102,8 @@ class Run:
             out.append("--resume")
         if self.retrain_config:
             out += ["--retrain-config", self.retrain_config]
+        if self.stage1_from:
+            out += ["--stage1-from", self.stage1_from]
         return out + list(self.opts)
 
 
@@ -362,7 +365,7 @@ def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
         raw_methods = {os.path.splitext(os.path.basename(base_config))[0]: {}}
     if not isinstance(raw_methods, dict) or not raw_methods:
         raise SweepError(f"{path}: methods must be a non-empty mapping name -> {{config, opts, stage}}, got {raw_methods!r}")
-    methods = []  # (name, stage, config_abs, config_written, retrain_abs, retrain_written, opts)
+    methods = []  # (name, stage, config_abs, config_written, retrain_abs, retrain_written, opts, stage1_from)
     for mname, spec in raw_methods.items():
         where = f"{path}: methods.{mname}"
         if not isinstance(mname, str) or not mname or "/" in mname:
@@ -392,8 +395,15 @@ def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
                 load_cfg(retrain_abs)
             except ConfigError as e:
                 raise SweepError(f"{where}.retrain_config: {e}") from e
+        stage1_from = spec.get("stage1_from")
+        if stage1_from is not None:
+            if stage != "pipeline":
+                raise SweepError(f"{where}: stage1_from needs stage: pipeline")
+            if stage1_from not in raw_methods or (raw_methods[stage1_from] or {}).get("stage", "train") != "train":
+                raise SweepError(f"{where}: stage1_from must name a method of this sweep with stage train, "
+                                 f"got {stage1_from!r}")
         methods.append((mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written,
-                        _parse_opts(spec.get("opts"), where=f"{where}.opts")))
+                        _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from))
 
     splits = _parse_splits(data.get("splits"), path=path)
     seeds = _parse_seeds(data.get("seeds"), path=path)
@@ -435,7 +445,7 @@ def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
 
     runs: List[Run] = []
     dirs: Dict[str, str] = {}
-    for mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written, mopts in methods:
+    for mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written, mopts, stage1_from in methods:
         base_opts = _merge_opts(opts, mopts)
         method_axes = [a for a in axes if a.methods is None or mname in a.methods]
         split_items = splits if splits is not None else [None]
@@ -470,10 +480,14 @@ def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
                         "retrain_config": None if retrain_written is None else str(retrain_written),
                         "opts": [list(kv) for kv in _merge_opts(base_opts, split_written, seed_opts, grid_opts)],
                     }
+                    # the other method's folder for the same split/seed/grid (its config is checked
+                    # against stage 1 by `simformer pipeline`, which trains itself on a mismatch)
+                    source = None if stage1_from is None else os.path.join(
+                        out_dir, *[_sanitize(c) for c in [stage1_from] + comps[1:]])
                     runs.append(Run(name=run_name, run_dir=run_dir, method=mname, split=split_name, seed=int(seed),
                                     params={a.column: v for a, v in zip(method_axes, grid_values)}, stage=stage,
                                     config=cfg_abs, opts=tuple(x for kv in run_opts for x in kv),
-                                    retrain_config=retrain_abs, fingerprint=fingerprint))
+                                    retrain_config=retrain_abs, fingerprint=fingerprint, stage1_from=source))
     return Sweep(name=name, path=os.path.abspath(path), output=out_dir, runs=runs,
                  grid_columns=[a.column for a in axes])
 

@@ -63,3 +63,26 @@ def test_pipeline_runs_and_resumes(toy_env, tmp_path):
     run_pipeline(config, out, opts)
     assert os.path.getmtime(os.path.join(out, "stage2_retrain", "model_final.pth")) == mtime
     assert json.load(open(os.path.join(out, "metrics.json")))["miou"] == final["miou"]
+
+
+def test_pipeline_reuses_a_finished_stage1_with_the_same_config(toy_env, tmp_path):
+    from tiny_config import TINY
+
+    from simformer.config import load_cfg
+    from simformer.engine.trainer import Trainer
+    from simformer.retrain.pseudo_label import adopt_stage1, run_pipeline
+
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
+    opts = TINY + ["SOLVER.MAX_ITER", "2", "MODEL.BACKBONE.WEIGHTS", ""]
+    trained = str(tmp_path / "trained")
+    Trainer(load_cfg(config, opts + ["OUTPUT_DIR", trained])).train()
+    # a different config is refused (nothing copied)
+    other = load_cfg(config, opts + ["SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(tmp_path / "x" / "stage1")])
+    assert not adopt_stage1(trained, str(tmp_path / "x" / "stage1"), other)
+    assert not os.path.exists(tmp_path / "x" / "stage1")
+    out = str(tmp_path / "pipe")
+    run_pipeline(config, out, opts, stage1_from=trained)
+    a = open(os.path.join(trained, "model_final.pth"), "rb").read()
+    b = open(os.path.join(out, "stage1_train", "model_final.pth"), "rb").read()
+    assert a == b  # copied, not retrained
+    assert os.path.isfile(os.path.join(out, "metrics.json"))

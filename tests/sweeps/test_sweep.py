@@ -501,3 +501,29 @@ def test_missing_runner_is_a_failed_run(env):
     report = S.run_local(sweep.runs[:2], runner=[str(env.tmp / "no-such-program")], log=quiet)
     assert list(report.failed) == [r.name for r in sweep.runs[:2]]
     assert "cannot start" in open(os.path.join(sweep.runs[0].run_dir, "FAILED")).read()
+
+
+def test_stage1_from_points_at_the_same_seed_of_the_other_method(tmp_path):
+    import yaml
+
+    from simformer.sweeps.sweep import SweepError, load_sweep
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    spec = {
+        "name": "s1", "output": str(tmp_path / "out"),
+        "base_config": os.path.join(root, "configs", "toyscenes", "simformer.yaml"),
+        "methods": {"SimFormer": {}, "SimFormer*": {"stage": "pipeline", "stage1_from": "SimFormer"}},
+        "seeds": [1, 2],
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sweep = load_sweep(str(path))
+    star = [r for r in sweep.runs if r.method == "SimFormer*"]
+    plain = {r.seed: r.run_dir for r in sweep.runs if r.method == "SimFormer"}
+    for r in star:
+        args = r.args()
+        assert args[args.index("--stage1-from") + 1] == plain[r.seed]
+    spec["methods"]["SimFormer*"]["stage1_from"] = "Missing"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SweepError, match="stage1_from"):
+        load_sweep(str(path))
