@@ -13,8 +13,9 @@ toyscenes_train/val        toyscenes/{images,annotations}/{train,val}           
 
 MaskFormer's names (``ade20k_sem_seg_train``, ``coco_2017_train_stuff_10k_sem_seg``, ...) are
 aliases. The datasets root is ``$SIMFORMER_DATASETS``, else ``$DETECTRON2_DATASETS``, else
-``./datasets``. Your own datasets in the same layout are added with ``register_folder`` (in code) or
-``simformer register`` (persisted in ``registry_path()``).
+``./datasets``. Your own datasets in the same layout are added with ``register_folder`` (in code),
+``simformer register`` (persisted in ``registry_path()``), or named directly as ``ROOT:SPLIT``
+(e.g. ``DATASETS.TRAIN ["/data/mydata:train"]``).
 """
 from __future__ import annotations
 
@@ -213,6 +214,10 @@ def get_dataset(name: str) -> DatasetInfo:
     user = _load_user_registry()
     if name in user:
         return register_folder(name, **user[name])
+    if ":" in name:  # "ROOT:SPLIT" names a folder in the generic layout directly (e.g. in a config)
+        root, split = name.rsplit(":", 1)
+        if os.path.isdir(os.path.expanduser(root)):
+            return register_folder(name, root, split)
     raise KeyError(
         f"Dataset '{name}' is not registered. Built-in: {', '.join(list_datasets())}. Add your own "
         f"with `simformer register {name} --root DIR --split SPLIT` (registry: {registry_path()})."

@@ -146,3 +146,23 @@ def test_out_of_range_label_names_file(dataset, tmp_path):
     assert rec["sem_seg_file_name"] in str(e.value) and f"[{K}]" in str(e.value)
     # nothing was cached for the broken dataset
     assert not os.path.exists(tmp_path / "c3" / "pixel_counts") or not os.listdir(tmp_path / "c3" / "pixel_counts")
+
+
+def test_root_colon_split_names_a_folder_directly(tmp_path):
+    """A config may name a dataset folder as ROOT:SPLIT without registering it."""
+    import json
+
+    from PIL import Image
+
+    from simformer.data.catalog import get_dataset, get_dataset_dicts
+
+    root = tmp_path / "mydata"
+    (root / "images" / "val").mkdir(parents=True)
+    (root / "annotations" / "val").mkdir(parents=True)
+    (root / "classes.json").write_text(json.dumps(["a", "b"]))
+    Image.new("RGB", (4, 3)).save(root / "images" / "val" / "x.jpg")
+    Image.new("L", (4, 3)).save(root / "annotations" / "val" / "x.png")
+    name = f"{root}:val"
+    info = get_dataset(name)
+    assert info.classes == ["a", "b"] and info.family == "mydata" and not info.is_train
+    assert [r["image_id"] for r in get_dataset_dicts(name)] == ["x"]
