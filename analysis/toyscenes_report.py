@@ -25,10 +25,12 @@ _spec.loader.exec_module(paper_tables)
 TABLES = [
     ("table1", ["SimFormer", "SimFormer*", "CAM*", "FullyOracle"]),
     ("table2", ["Pr", "Pr+Pi", "Pr+Co", "SimFormer"]),
+    ("table5", ["Pr+Co", "SelfPair", "SimFormer"]),
 ]
 COMPARISONS = [  # (metric, baseline, methods)
     ("novel_miou", "Pr", ["Pr", "Pr+Pi", "Pr+Co", "SimFormer"]),
     ("novel_miou", "CAM*", ["CAM*", "SimFormer", "SimFormer*"]),
+    ("novel_miou", "Pr+Co", ["Pr+Co", "SelfPair", "SimFormer"]),
     ("novel_miou", "SimFormer", ["SimFormer", "SimFormer+PointLoss"]),
     ("base_miou", "SimFormer", ["SimFormer", "SimFormer+PointLoss"]),
 ]
