@@ -780,6 +780,17 @@ def _stop(procs: Sequence[subprocess.Popen], grace_s: float) -> None:
             p.wait()
 
 
+def _plan_and_log(runs, retry_failed: bool, log):
+    """Refuse changed runs, split the rest into to-do / skipped / busy and log the skipped ones."""
+    check_not_changed(runs)
+    todo, report = plan(runs, retry_failed=retry_failed)
+    for name in report.skipped:
+        log(f"[skip] {name}: done")
+    for name in report.busy:
+        log(f"[skip] {name}: running in another sweep process or job")
+    return todo, report
+
+
 def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[str]] = None, gpus: int = 1,
               devices: Optional[Sequence[str]] = None, retry_failed: bool = False,
               log: Callable[[str], None] = print, poll_s: float = 0.05, grace_s: float = 15.0) -> SweepReport:
@@ -794,12 +805,7 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
     if jobs < 1:
         raise SweepError(f"--jobs must be >= 1, got {jobs}")
     groups = _device_groups(devices, gpus)
-    check_not_changed(runs)
-    todo, report = plan(runs, retry_failed=retry_failed)
-    for name in report.skipped:
-        log(f"[skip] {name}: done")
-    for name in report.busy:
-        log(f"[skip] {name}: running in another sweep process or job")
+    todo, report = _plan_and_log(runs, retry_failed, log)
     total = len(todo)
     queue = list(todo)
     # slot -> (run, process, log file, log offset, command, start time, lock fd)
@@ -991,12 +997,7 @@ def run_submitit(runs: Sequence[Run], *, folder: str, cluster: str = "slurm", ru
     follow them to the end. ``executor_options`` go to :func:`make_executor` (gpus_per_node, nodes,
     partition, ...). A job that dies without writing FAILED (out of memory, node failure) is
     recorded as failed from its submitit error."""
-    check_not_changed(runs)
-    todo, report = plan(runs, retry_failed=retry_failed)
-    for name in report.skipped:
-        log(f"[skip] {name}: done")
-    for name in report.busy:
-        log(f"[skip] {name}: running in another sweep process or job")
+    todo, report = _plan_and_log(runs, retry_failed, log)
     if not todo:
         return report
     gpus = int(executor_options.get("gpus_per_node", 1) or 1)
