@@ -1,11 +1,16 @@
 """Atomic checkpoints with keep-last-k and exact resume (model, optimiser, scheduler, iteration,
 RNG states). The data order resumes through the sampler offset, which is a function of the
-iteration, so nothing about the loader needs saving."""
+iteration, so nothing about the loader needs saving.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: a ``.pth`` can come from anyone
+(a downloaded model, a file planted in a run folder), and a full unpickle would run whatever code
+it carries. So everything we save is tensors and plain Python types, RNG states included."""
 from __future__ import annotations
 
 import glob
 import logging
 import os
+import pickle
 import random
 from typing import Optional
 
@@ -19,16 +24,27 @@ logger = logging.getLogger("simformer")
 LAST = "last_checkpoint"
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint whose unpickling would need more than tensors and plain types."""
+
+
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """All global RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+             "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -79,8 +95,18 @@ class Checkpointer:
     def load(path: str, *, model, optimizer=None, scheduler=None, scaler=None, restore_rng: bool = False) -> dict:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint not found: {path}")
-        # weights_only=False is needed for the RNG states (numpy arrays, tuples); these are our own files.
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise UnsafeCheckpointError(
+                f"Refused to load checkpoint {path}: it holds objects other than tensors and plain types, and "
+                f"unpickling them could run code ({str(e).splitlines()[0]}). Use a checkpoint written by "
+                "simformer or a plain state dict saved with torch.save(model.state_dict()).") from None
+        except (RuntimeError, EOFError) as e:
+            raise RuntimeError(f"Cannot read checkpoint {path}: {str(e).splitlines()[0]} (truncated or not a "
+                               "torch checkpoint?).") from None
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"Checkpoint {path} holds a {type(ckpt).__name__}, not a state dict.")
         state = ckpt["model"] if "model" in ckpt else ckpt
         incompatible = unwrap(model).load_state_dict(state, strict=False)
         if incompatible.missing_keys:

@@ -39,8 +39,8 @@ def test_two_rank_gloo_matches_single_process(toy_env, tmp_path):
     _worker_single(single, env)
     ddp = str(tmp_path / "ddp")
     mp.spawn(_worker, args=(2, _free_port(), ddp, env), nprocs=2, join=True)
-    a = torch.load(os.path.join(single, "model_final.pth"), weights_only=False)["model"]
-    b = torch.load(os.path.join(ddp, "model_final.pth"), weights_only=False)["model"]
+    a = torch.load(os.path.join(single, "model_final.pth"), weights_only=True)["model"]
+    b = torch.load(os.path.join(ddp, "model_final.pth"), weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     # the logged (rank-averaged) losses agree too

@@ -62,8 +62,8 @@ def test_resume_reproduces_uninterrupted_run(toy_env, tmp_path):
     resumed = Trainer(cfg_for(tmp_path / "b", *common, "SOLVER.CHECKPOINT_PERIOD", "3"), resume=True)
     assert resumed.start_iter == 3
     resumed.train()
-    a = torch.load(tmp_path / "a" / "model_final.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "model_final.pth", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a" / "model_final.pth", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "model_final.pth", weights_only=True)["model"]
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
