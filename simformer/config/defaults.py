@@ -77,6 +77,10 @@ _C.MODEL.MASK_FORMER.DIM_FEEDFORWARD = 2048
 _C.MODEL.MASK_FORMER.DROPOUT = 0.1
 _C.MODEL.MASK_FORMER.DEC_LAYERS = 6
 _C.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES = 100
+# The map the decoder's queries cross-attend to (MaskFormer's key): a backbone feature ("res5",
+# MaskFormer's default; "res4", "res3", "res2") or "pixel_embedding" (the stride-4 mask features).
+# At 128 px res5 is a 4 x 4 map; the ToyScenes recipe uses "pixel_embedding" (docs/convergence.md).
+_C.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE = "res5"
 # Supervise the output of every decoder layer (auxiliary losses).
 _C.MODEL.MASK_FORMER.DEEP_SUPERVISION = True
 # Class-loss weight of the "no object" class.
@@ -131,6 +135,9 @@ _C.WEAKSHOT.DISTILL = CN()
 _C.WEAKSHOT.DISTILL.ENABLED = True
 # alpha in L = ... + alpha * L_dist.
 _C.WEAKSHOT.DISTILL.LOSS_WEIGHT = 0.1
+# The student similarity is clamped to [CLAMP, 1 - CLAMP] inside the BCE, bounding its gradient at
+# 1/CLAMP. 0.01 as the release code; the paper does not say (docs/convergence.md).
+_C.WEAKSHOT.DISTILL.CLAMP = 0.01
 
 _C.WEAKSHOT.COMPLEMENTARY = CN()
 # Complementary loss on the non-base region (L_comp).

@@ -159,6 +159,7 @@ class WeakShotCriterion(nn.Module):
         focus_ratio: float = 0.8,
         distill: bool = True,
         distill_weight: float = 0.1,
+        distill_clamp: float = 0.01,
         point_loss: bool = False,
         train_num_points: int = 12544,
         oversample_ratio: float = 3.0,
@@ -195,6 +196,9 @@ class WeakShotCriterion(nn.Module):
         self.num_points = num_points
         self.focus_ratio = focus_ratio
         self.distill = distill and simnet is not None
+        if not 0 < distill_clamp < 0.5:
+            raise ValueError(f"WEAKSHOT.DISTILL.CLAMP must be in (0, 0.5), got {distill_clamp}")
+        self.distill_clamp = distill_clamp
         self.point_loss = point_loss
         self.train_num_points = train_num_points
         self.oversample_ratio = oversample_ratio
@@ -415,7 +419,7 @@ class WeakShotCriterion(nn.Module):
         return loss
 
     def distill_loss_at_points(
-        self, outputs, pairs: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor, eps: float = 1e-6
+        self, outputs, pairs: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
     ) -> torch.Tensor:
         """L_dist for given pairs ``[P,2]`` and flat point indices ``[P,J]`` (feature resolution).
 
@@ -439,6 +443,8 @@ class WeakShotCriterion(nn.Module):
         s_i = torch.bmm(gather_points(masks, pi, idx_i).sigmoid(), cls[pi])  # [P, J, Cn]
         s_j = torch.bmm(gather_points(masks, pj, idx_j).sigmoid(), cls[pj])
         s_i, s_j = F.normalize(s_i, dim=-1, eps=1e-12), F.normalize(s_j, dim=-1, eps=1e-12)
+        # The clamp bounds the BCE gradient 1/s (or 1/(1-s)) at 1/clamp (docs/convergence.md).
+        eps = self.distill_clamp
         student = torch.bmm(s_i, s_j.transpose(1, 2)).relu().clamp(eps, 1 - eps)
         # BCE written out: F.binary_cross_entropy refuses to run under autocast
         bce = -(teacher * student.log() + (1 - teacher) * (1 - student).log())
@@ -543,6 +549,7 @@ def build_criterion(cfg, num_classes: int, novel_class_ids) -> WeakShotCriterion
         focus_ratio=ws.SIMNET.FOCUS_RATIO,
         distill=ws.DISTILL.ENABLED,
         distill_weight=ws.DISTILL.LOSS_WEIGHT,
+        distill_clamp=ws.DISTILL.CLAMP,
         point_loss=mf.POINT_LOSS,
         train_num_points=mf.TRAIN_NUM_POINTS,
         oversample_ratio=mf.OVERSAMPLE_RATIO,

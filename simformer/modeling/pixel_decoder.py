@@ -64,20 +64,26 @@ class FPNPixelDecoder(nn.Module):
     ReLU. A last 3x3 conv (with bias, no norm) gives the mask features at the finest stride.
 
     forward(features {name: [B,C_name,H/s,W/s]}) -> (mask_features [B,mask_dim,H/s_min,W/s_min],
-    features["res5"]) -- the transformer decoder reads the raw res5 map, as MaskFormer's
-    ``TRANSFORMER_IN_FEATURE: res5``.
+    transformer input) -- the map the transformer decoder cross-attends to, chosen as MaskFormer's
+    ``TRANSFORMER_IN_FEATURE``: a raw backbone feature ("res5", MaskFormer's default, or a finer
+    one) or "pixel_embedding" (the mask features themselves). ``transformer_in_channels`` is its
+    channel count.
     """
 
-    def __init__(self, *, input_shape: Any, conv_dim: int = 256, mask_dim: int = 256, gn_groups: int = 32):
+    def __init__(self, *, input_shape: Any, conv_dim: int = 256, mask_dim: int = 256, gn_groups: int = 32,
+                 transformer_in_feature: str = "res5"):
         super().__init__()
         shapes = _as_shape_dict(input_shape)
         if not shapes:
             raise ValueError("FPNPixelDecoder: input_shape is empty; expected res2..res5.")
-        if "res5" not in shapes:
+        if transformer_in_feature != "pixel_embedding" and transformer_in_feature not in shapes:
             raise ValueError(
-                f"FPNPixelDecoder: input_shape has no 'res5' (got {sorted(shapes)}); the transformer "
-                "decoder reads res5."
+                f"MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE must be one of {sorted(shapes)} or "
+                f"'pixel_embedding'; got '{transformer_in_feature}'."
             )
+        self.transformer_in_feature = transformer_in_feature
+        self.transformer_in_channels = int(mask_dim if transformer_in_feature == "pixel_embedding"
+                                           else shapes[transformer_in_feature][0])
         if gn_groups <= 0 or conv_dim % gn_groups != 0:
             raise ValueError(
                 f"FPNPixelDecoder: GN groups ({gn_groups}) must be positive and divide the conv dim "
@@ -121,11 +127,15 @@ class FPNPixelDecoder(nn.Module):
                 lat = self.lateral_convs[name](x)
                 y = lat + F.interpolate(y, size=lat.shape[-2:], mode="nearest")
                 y = self.output_convs[name](y)
-        return self.mask_features(y), features["res5"]
+        mask_features = self.mask_features(y)
+        if self.transformer_in_feature == "pixel_embedding":
+            return mask_features, mask_features
+        return mask_features, features[self.transformer_in_feature]
 
 
 def build_pixel_decoder(cfg, input_shape: Any) -> FPNPixelDecoder:
-    """FPN pixel decoder from MODEL.SEM_SEG_HEAD.{CONVS_DIM, MASK_DIM, GN_GROUPS}.
+    """FPN pixel decoder from MODEL.SEM_SEG_HEAD.{CONVS_DIM, MASK_DIM, GN_GROUPS} and
+    MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE.
 
     input_shape: ``{name: (channels, stride)}`` for res2..res5, or the backbone itself.
     """
@@ -135,4 +145,5 @@ def build_pixel_decoder(cfg, input_shape: Any) -> FPNPixelDecoder:
         conv_dim=int(head.CONVS_DIM),
         mask_dim=int(head.MASK_DIM),
         gn_groups=int(head.GN_GROUPS),
+        transformer_in_feature=cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE,
     )

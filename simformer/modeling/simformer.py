@@ -145,10 +145,14 @@ class SimFormer(nn.Module):
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised padded images [B,3,H,W] -> class probabilities [B,K,H,W] (padded size)."""
+        """Normalised padded images [B,3,H,W] -> class probabilities [B,K,H,W] (padded size).
+
+        As MaskFormer: the stride-4 mask *logits* are upsampled to the input size before the
+        sigmoid. Taking the sigmoid first and upsampling probabilities blurs thin regions (measured
+        on ToyScenes: docs/convergence.md)."""
         outputs = self.forward_features(images)
-        probs = semantic_inference(outputs["pred_logits"], outputs["pred_masks"])
-        return F.interpolate(probs, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        masks = F.interpolate(outputs["pred_masks"], size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return semantic_inference(outputs["pred_logits"], masks)
 
     @torch.no_grad()
     def inference(self, batched_inputs: List[dict]) -> List[dict]:
@@ -194,7 +198,7 @@ def build_model(cfg, num_classes: int, split: Optional[Split]) -> nn.Module:
     backbone = build_backbone(cfg)
     input_shape = {k: (backbone.out_channels[k], backbone.out_strides[k]) for k in ("res2", "res3", "res4", "res5")}
     pixel_decoder = build_pixel_decoder(cfg, input_shape)
-    predictor = build_transformer_predictor(cfg, backbone.out_channels["res5"], num_classes)
+    predictor = build_transformer_predictor(cfg, pixel_decoder.transformer_in_channels, num_classes)
     novel_masks = bool(cfg.WEAKSHOT.NOVEL_MASKS or cfg.WEAKSHOT.PSEUDO_LABEL_DIR)
     criterion = build_criterion(cfg, num_classes, novel_ids if not novel_masks else novel_ids[:0])
     tta = None

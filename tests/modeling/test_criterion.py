@@ -255,7 +255,7 @@ def _brute_distill(crit, out, pairs, idx_i, idx_j, within=False):
                 jb, ib = (j, pb) if not within else (i, int(idx_i[p, b]))
                 s_b = torch.tensor([float((cls[jb, :, c] * masks[jb, :, ib]).sum()) for c in novel])
                 cos = float(s_a @ s_b / (s_a.norm() * s_b.norm()))
-                s = min(max(cos, 1e-6), 1 - 1e-6)
+                s = min(max(cos, crit.distill_clamp), 1 - crit.distill_clamp)
                 total += -(r * math.log(s) + (1 - r) * math.log(1 - s))
                 n += 1
     net.train()

@@ -74,3 +74,50 @@ def test_single_scale_tta_equals_plain_inference():
     mirrored = model([x_flip])[0]["sem_seg"].flip(-1)
     model.tta = {"min_sizes": [48], "max_size": 1000, "flip": True}
     torch.testing.assert_close(model([x])[0]["sem_seg"], (plain + mirrored) / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_probs_upsamples_mask_logits_before_the_sigmoid():
+    """MaskFormer's order: bilinear upsampling of the stride-4 mask logits, then sigmoid and the
+    class-weighted sum -- checked against an explicit per-query sum, and against the other order
+    (which differs on a sharp mask edge)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    model, _ = tiny_model()
+    model.eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = model.forward_features(images)
+    logits, masks = out["pred_logits"][0], out["pred_masks"][0]  # [Q,K+1], [Q,16,16]
+    up = F.interpolate(masks[None], size=(64, 64), mode="bilinear", align_corners=False)[0]
+    cls = logits.softmax(-1)[:, :-1]
+    expected = torch.zeros(6, 64, 64)
+    for q in range(cls.shape[0]):
+        expected += cls[q][:, None, None] * up[q].sigmoid()[None]
+    torch.testing.assert_close(model.predict_probs(images)[0], expected, rtol=1e-4, atol=1e-5)
+    # the two orders differ where a logit map has a sharp edge
+    sharp = torch.full((1, 1, 4, 4), -8.0)
+    sharp[..., 2:] = 8.0
+    a = F.interpolate(sharp, size=(16, 16), mode="bilinear", align_corners=False).sigmoid()
+    b = F.interpolate(sharp.sigmoid(), size=(16, 16), mode="bilinear", align_corners=False)
+    assert (a - b).abs().max() > 0.1
+
+
+def test_transformer_in_feature_selects_the_cross_attention_map():
+    """res5 (MaskFormer's default), a finer backbone map, or the mask features themselves."""
+    import pytest
+
+    images = torch.randn(1, 3, 64, 64)
+    feats = None
+    for name in ("res5", "res3", "pixel_embedding"):
+        torch.manual_seed(2)
+        model, _ = tiny_model("MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE", name)
+        model.eval()
+        with torch.no_grad():
+            feats = model.backbone(images)
+            mask_features, src = model.pixel_decoder(feats)
+        expected = mask_features if name == "pixel_embedding" else feats[name]
+        assert src is expected
+        assert model.predictor.input_proj.in_channels == expected.shape[1]
+    with pytest.raises(ValueError, match="TRANSFORMER_IN_FEATURE"):
+        tiny_model("MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE", "res6")
