@@ -298,7 +298,7 @@ def load_bench_cfg(config: str, overrides: Sequence[str] = ()):
 def bench_split(cfg):
     """The split of the config (WEAKSHOT.SPLIT, resolved relative to the checkout)."""
     from simformer.config import resolve_path
-    from simformer.data.split import load_split
+    from simformer.data.class_split import load_split
 
     if not cfg.WEAKSHOT.SPLIT:
         raise SystemExit("The benchmark config needs WEAKSHOT.SPLIT (a base/novel split)")

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     import torch
     import torch.multiprocessing as mp
 
-    from simformer.data.toyscenes import generate_toyscenes
+    from simformer.data.datasets.toyscenes import generate_toyscenes
 
     use_cuda = args.device in ("auto", "cuda") and torch.cuda.device_count() >= args.ranks
     if args.device == "cuda" and not use_cuda:

@@ -19,7 +19,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from simformer.engine.evaluate import load_trained_model
+    from simformer.evaluation.evaluator import load_trained_model
     from simformer.retrain.pseudo_label import generate_pseudo_labels
 
     cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, args.dataset,

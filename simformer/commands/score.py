@@ -48,7 +48,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from simformer.data.catalog import class_names as catalog_class_names
-    from simformer.data.split import load_split
+    from simformer.data.class_split import load_split
     from simformer.evaluation.sem_seg import SemSegEvaluator, format_table, write_results
     from simformer.utils.io import read_label
 

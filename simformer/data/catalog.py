@@ -63,7 +63,7 @@ def builtin_class_names(family: str) -> List[str]:
     from importlib import resources
 
     if family == "toyscenes":
-        from .toyscenes import TOYSCENES_CLASSES
+        from .datasets.toyscenes import TOYSCENES_CLASSES
 
         return [c.name for c in TOYSCENES_CLASSES]
     data = json.loads(resources.files("simformer.resources").joinpath("class_names.json").read_text())

@@ -8,7 +8,7 @@ A split file is JSON::
 
 ids are contiguous training ids (= pixel values after preparation). ``load_split`` validates it
 (disjoint, union = all classes, names equal the dataset's) and raises ``SplitError`` otherwise.
-Generation lives in ``simformer.data.splits``.
+Generation lives in ``simformer.data.class_split_gen``.
 """
 from __future__ import annotations
 

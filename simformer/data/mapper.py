@@ -182,7 +182,7 @@ def _to_torch(sample: dict) -> dict:
 def build_mapper(cfg, is_train: bool, split=None) -> WeakShotDatasetMapper:
     """Mapper from the config (``INPUT.*``, ``MODEL.PIXEL_MEAN``, ``WEAKSHOT.*``) and a split.
 
-    ``split`` (``simformer.data.split.Split``) gives K and the novel classes; None = all base.
+    ``split`` (``simformer.data.class_split.Split``) gives K and the novel classes; None = all base.
     K comes from ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` when set (>0), else from the split, else from
     the class list of ``DATASETS.TRAIN[0]``. Pseudo-label retraining (``WEAKSHOT.PSEUDO_LABEL_DIR``)
     supervises every class with masks, like ``WEAKSHOT.NOVEL_MASKS``.

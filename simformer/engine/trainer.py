@@ -30,14 +30,14 @@ from simformer.data.catalog import get_dataset, get_dataset_dicts
 from simformer.data.loader import build_train_loader
 from simformer.data.mapper import build_mapper
 from simformer.data.reference import ReferenceSampler, cached_pair_statistics
-from simformer.data.split import Split, all_base_split, load_split
+from simformer.data.class_split import Split, all_base_split, load_split
 from simformer.modeling.simformer import build_model
 from simformer.utils.env import run_info, seed_all
 from simformer.utils.io import atomic_write_json, atomic_write_text
 
-from . import comm
+from simformer.utils import comm
 from .checkpoint import Checkpointer, rng_state, set_rng_state, unwrap
-from .evaluate import evaluate_model
+from simformer.evaluation.evaluator import evaluate_model
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("simformer")

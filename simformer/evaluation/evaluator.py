@@ -12,10 +12,10 @@ from tqdm import tqdm
 from simformer.data.catalog import get_dataset, get_dataset_dicts
 from simformer.data.loader import build_test_loader
 from simformer.data.mapper import build_mapper
-from simformer.data.split import Split
+from simformer.data.class_split import Split
 from simformer.evaluation.sem_seg import SemSegEvaluator, format_table, write_results
 
-from . import comm
+from simformer.utils import comm
 
 logger = logging.getLogger("simformer")
 
@@ -78,8 +78,8 @@ def load_trained_model(config: str, weights: str, opts=(), dataset: Optional[str
     from simformer.config import load_cfg
     from simformer.modeling.simformer import build_model
 
-    from .checkpoint import Checkpointer
-    from .trainer import resolve_split, setup_logging
+    from simformer.engine.checkpoint import Checkpointer
+    from simformer.engine.trainer import resolve_split, setup_logging
 
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"--weights {weights} does not exist")

@@ -320,10 +320,10 @@ def build_evaluator(cfg, dataset_name: str, split=None) -> SemSegEvaluator:
 
     Reads ``TEST.MIOU_CONVENTION``, ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE`` and, when ``split`` is None,
     ``WEAKSHOT.SPLIT`` (a split file; "" = no split: only all-class metrics).
-    ``split``: a :class:`simformer.data.split.Split` or a split-file path.
+    ``split``: a :class:`simformer.data.class_split.Split` or a split-file path.
     """
     from simformer.data.catalog import class_names as catalog_class_names
-    from simformer.data.split import Split, load_split
+    from simformer.data.class_split import Split, load_split
 
     names = catalog_class_names(dataset_name)
     if split is None and cfg.WEAKSHOT.SPLIT:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simformer.data.split import Split
+from simformer.data.class_split import Split
 
 from .backbone import build_backbone
 from .criterion import build_criterion

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from simformer.data.catalog import get_dataset
-from simformer.data.split import Split
+from simformer.data.class_split import Split
 from simformer.evaluation.sem_seg import SemSegEvaluator, format_table
 from simformer.utils.io import atomic_write_json, save_label_png
 
@@ -43,8 +43,8 @@ def mixed_label(pred: np.ndarray, gt: np.ndarray, image_labels: np.ndarray, nove
 def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name: Optional[str] = None) -> dict:
     """Predict every training image, write ``out_dir/<image_id>.png`` mixed labels (atomically,
     skipping files that exist) and return the pseudo-label quality against the full GT."""
-    from simformer.engine import comm
-    from simformer.engine.evaluate import predict_dataset
+    from simformer.utils import comm
+    from simformer.evaluation.evaluator import predict_dataset
 
     dataset_name = dataset_name or cfg.DATASETS.TRAIN[0]
     info = get_dataset(dataset_name)
@@ -141,7 +141,7 @@ def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[
     ``stage1_from``: a finished ``simformer train`` run with the same config to reuse as stage 1.
     """
     from simformer.config import load_cfg
-    from simformer.engine import comm
+    from simformer.utils import comm
     from simformer.engine.checkpoint import Checkpointer
     from simformer.engine.trainer import Trainer
 

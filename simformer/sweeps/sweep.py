@@ -341,7 +341,7 @@ def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
     """
     from simformer.config import ConfigError, load_cfg, resolve_path
     from simformer.data.catalog import get_dataset
-    from simformer.data.split import load_split
+    from simformer.data.class_split import load_split
 
     data = _read_yaml(path)
     if set(data) - set(SWEEP_KEYS):

@@ -5,7 +5,7 @@ import torch
 from tiny_config import TINY
 
 from simformer.config import load_cfg
-from simformer.data.split import make_split
+from simformer.data.class_split import make_split
 from simformer.modeling.simformer import SimFormer, build_model
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
