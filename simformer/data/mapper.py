@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from simformer.config.checks import novel_masks
 from simformer.utils.io import read_image, read_label
 
 from . import transforms as T
@@ -215,6 +216,6 @@ def build_mapper(cfg, is_train: bool, split=None) -> WeakShotDatasetMapper:
         size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY,
         pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
         image_labels_from_crop=cfg.WEAKSHOT.IMAGE_LABELS_FROM_CROP,
-        novel_masks=bool(cfg.WEAKSHOT.NOVEL_MASKS) or bool(cfg.WEAKSHOT.PSEUDO_LABEL_DIR),
+        novel_masks=novel_masks(cfg),
         ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
     )
