@@ -1,96 +1,147 @@
-"""Run a model over a test set and score it (sharded over ranks, confusion matrices all-reduced)."""
+"""One evaluator factory and one inference loop (detectron2's ``evaluation/evaluator.py``).
+
+* :class:`DatasetEvaluator`: the protocol ``reset()`` / ``process(inputs, outputs)`` /
+  ``evaluate()``; ``inputs`` are the loader's sample dicts, ``outputs`` the model's outputs.
+* :func:`build_evaluator` (config + dataset) and :func:`sem_seg_evaluator` (class names + split):
+  the one place that decides the ignore value and the novel-class grouping.
+* :func:`inference_on_dataset`: the loop that runs a model over a loader into an evaluator, used by
+  training, ``simformer eval`` and ``simformer pseudo-label``; :func:`evaluate_model` wraps it.
+"""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from simformer.data.catalog import get_dataset, get_dataset_dicts
-from simformer.data.loader import build_test_loader
-from simformer.data.mapper import build_mapper
-from simformer.data.class_split import Split
-from simformer.evaluation.sem_seg import SemSegEvaluator, format_table, write_results
-
+from simformer.data.build import build_test_loader
+from simformer.data.catalog import IGNORE_LABEL, class_names as catalog_class_names, get_dataset
+from simformer.data.class_split import Split, load_split
 from simformer.utils import comm
+
+from .sem_seg import SemSegEvaluator, format_table, write_results
 
 logger = logging.getLogger("simformer")
 
 
-def predict_dataset(model, cfg, dataset_name: str, *, on_prediction: Callable[[dict, np.ndarray], None],
-                    mapper_is_train: bool = False, desc: str = "predict") -> None:
-    """Call ``on_prediction(sample, pred)`` for this rank's share of the dataset, where ``pred``
-    is the uint8 argmax map [height, width] at the original resolution."""
-    records = get_dataset_dicts(dataset_name)
-    mapper = build_mapper(cfg, False, None)
-    loader = build_test_loader(records, mapper, rank=comm.get_rank(), world_size=comm.get_world_size(),
-                               num_workers=cfg.DATALOADER.NUM_WORKERS)
+class DatasetEvaluator:
+    """Base class of the evaluator protocol."""
+
+    def reset(self) -> None:
+        pass
+
+    def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        raise NotImplementedError
+
+    def evaluate(self) -> Any:
+        raise NotImplementedError
+
+
+def prediction_label(output: dict) -> np.ndarray:
+    """A model output -> uint8 label map [height, width]. A model may give a label map with
+    255 = "no class" directly ("sem_seg_label", the CAM background); else argmax of "sem_seg"."""
+    label = output["sem_seg_label"] if "sem_seg_label" in output else output["sem_seg"].argmax(0)
+    return label.to(torch.uint8).cpu().numpy()
+
+
+def ground_truth(sample: dict) -> np.ndarray:
+    gt = sample["sem_seg_full"]
+    return gt.numpy() if torch.is_tensor(gt) else np.asarray(gt)
+
+
+def novel_mask_of(split: Optional[Split]) -> Optional[np.ndarray]:
+    """The base/novel grouping of the metrics: the split's novel mask when it has novel classes,
+    else None (all-class metrics only; base/novel mIoU and HM are None)."""
+    return split.novel_mask() if split is not None and split.novel else None
+
+
+def sem_seg_evaluator(class_names, split: Optional[Split] = None, *, ignore_label: int = IGNORE_LABEL,
+                      convention: str = "current") -> SemSegEvaluator:
+    """The confusion-matrix evaluator over ``class_names`` grouped by ``split`` (see :func:`novel_mask_of`)."""
+    if split is not None and list(split.class_names) != list(class_names):
+        raise ValueError(
+            f"Split for dataset '{split.dataset}' does not match the class list of the evaluated dataset "
+            f"({len(split.class_names)} vs {len(class_names)} classes); use a split made for this dataset family")
+    return SemSegEvaluator(class_names=class_names, novel_mask=novel_mask_of(split), ignore_label=ignore_label,
+                           convention=convention)
+
+
+class SemSegDatasetEvaluator(DatasetEvaluator):
+    """:class:`SemSegEvaluator` behind the protocol: ``process`` scores each prediction against the
+    sample's full GT; ``evaluate`` sums the ranks' confusion matrices and returns the metrics."""
+
+    def __init__(self, metric: SemSegEvaluator):
+        self.metric = metric
+
+    class_names = property(lambda self: self.metric.class_names)
+    novel_mask = property(lambda self: self.metric.novel_mask)
+    ignore_label = property(lambda self: self.metric.ignore_label)
+    convention = property(lambda self: self.metric.convention)
+
+    def reset(self) -> None:
+        self.metric.reset()
+
+    def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        for sample, out in zip(inputs, outputs):
+            self.metric.process(prediction_label(out), ground_truth(sample), name=sample["file_name"])
+
+    def evaluate(self) -> Dict[str, Any]:
+        self.metric.synchronize()
+        return self.metric.evaluate()
+
+
+def build_evaluator(cfg, dataset_name: str, split=None) -> SemSegDatasetEvaluator:
+    """Evaluator for ``dataset_name`` (a dataset or a family name) configured from ``cfg``.
+
+    Reads ``TEST.MIOU_CONVENTION`` and, when ``split`` is None, ``WEAKSHOT.SPLIT`` (a split file;
+    "" = no split: only all-class metrics). ``split``: a :class:`Split` or a split-file path.
+    The ignore value is the dataset's (void in its GT), else the catalog default 255.
+    """
+    names = catalog_class_names(dataset_name)
+    if split is None and cfg.WEAKSHOT.SPLIT:
+        split = cfg.WEAKSHOT.SPLIT
+    if isinstance(split, str):
+        split = load_split(split, expected_names=names)
+    if split is not None and not isinstance(split, Split):
+        raise ValueError(f"split must be a Split or a split-file path, got {type(split).__name__}")
+    try:
+        ignore = get_dataset(dataset_name).ignore_label
+    except KeyError:  # a family name: no dataset record
+        ignore = IGNORE_LABEL
+    return SemSegDatasetEvaluator(sem_seg_evaluator(names, split, ignore_label=ignore,
+                                                    convention=str(cfg.TEST.MIOU_CONVENTION)))
+
+
+def inference_on_dataset(model, data_loader, evaluator: DatasetEvaluator, desc: str = "predict"):
+    """Run ``model`` (eval mode, no grad) over this rank's ``data_loader`` into ``evaluator`` and
+    return ``evaluator.evaluate()``; the model's training flag is restored."""
+    evaluator.reset()
     was_training = model.training
     model.eval()
     show = comm.is_main_process() and os.environ.get("SIMFORMER_PROGRESS", "1") != "0"
-    with torch.no_grad():
-        for batch in tqdm(loader, desc=desc, disable=not show, total=len(loader) if hasattr(loader, "__len__") else None,
-                          dynamic_ncols=True):
-            outputs = model(batch)
-            for sample, out in zip(batch, outputs):
-                # A model may give a label map with 255 = "no class" (CAM background) directly.
-                label = out["sem_seg_label"] if "sem_seg_label" in out else out["sem_seg"].argmax(0)
-                pred = label.to(torch.uint8).cpu().numpy()
-                on_prediction(sample, pred)
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            for batch in tqdm(data_loader, desc=desc, disable=not show,
+                              total=len(data_loader) if hasattr(data_loader, "__len__") else None, dynamic_ncols=True):
+                evaluator.process(batch, model(batch))
+    finally:
+        model.train(was_training)
+    return evaluator.evaluate()
 
 
 def evaluate_model(model, cfg, dataset_name: str, split: Optional[Split], out_dir: Optional[str] = None,
                    verbose: bool = True) -> dict:
     """Evaluate on ``dataset_name``; on rank 0 print the table and write ``out_dir``/metrics.json."""
-    info = get_dataset(dataset_name)
-    novel_mask = split.novel_mask() if split is not None and split.novel else None
-    evaluator = SemSegEvaluator(class_names=info.classes, novel_mask=novel_mask,
-                                ignore_label=info.ignore_label, convention=cfg.TEST.MIOU_CONVENTION)
-
-    def accumulate(sample, pred):
-        gt = sample["sem_seg_full"]
-        evaluator.process(pred, gt.numpy() if torch.is_tensor(gt) else gt, name=sample["file_name"])
-
-    predict_dataset(model, cfg, dataset_name, on_prediction=accumulate, desc=f"eval {dataset_name}")
-    evaluator.synchronize()
-    results = evaluator.evaluate()
+    evaluator = build_evaluator(cfg, dataset_name, split)
+    results = inference_on_dataset(model, build_test_loader(cfg, dataset_name), evaluator,
+                                   desc=f"eval {dataset_name}")
     if comm.is_main_process():
         if verbose:
             logger.info("Evaluation on %s (%s mIoU convention):\n%s", dataset_name, cfg.TEST.MIOU_CONVENTION,
-                        format_table(results, info.classes, novel_mask))
+                        format_table(results, evaluator.class_names, evaluator.novel_mask))
         if out_dir:
-            write_results(results, out_dir, info.classes, novel_mask)
+            write_results(results, out_dir, evaluator.class_names, evaluator.novel_mask)
     return results
-
-
-def load_trained_model(config: str, weights: str, opts=(), dataset: Optional[str] = None,
-                       default_dataset: str = "test", log_dir: Optional[str] = None):
-    """For the inference verbs (eval, pseudo-label, visualize): config + weights -> model.
-
-    Returns ``(cfg, model, split, dataset_name)``; ``dataset`` defaults to DATASETS.TEST[0]
-    (``default_dataset="test"``) or DATASETS.TRAIN[0] (``"train"``). The backbone's ImageNet
-    weights are not loaded (the checkpoint holds the trained ones). Initialises torchrun ranks.
-    """
-    from simformer.config import load_cfg
-    from simformer.modeling.simformer import build_model
-
-    from simformer.engine.checkpoint import Checkpointer
-    from simformer.engine.trainer import resolve_split, setup_logging
-
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"--weights {weights} does not exist")
-    cfg = load_cfg(config, list(opts) + ["MODEL.BACKBONE.WEIGHTS", ""])
-    device = comm.init_distributed(cfg.MODEL.DEVICE)
-    setup_logging(log_dir, comm.get_rank())
-    names = cfg.DATASETS.TEST if default_dataset == "test" else cfg.DATASETS.TRAIN
-    name = dataset or (names[0] if names else None)
-    if not name:
-        raise ValueError(f"{config} names no DATASETS.{default_dataset.upper()}; pass --dataset")
-    split = resolve_split(cfg, name)
-    model = build_model(cfg, get_dataset(name).num_classes, split).to(device)
-    Checkpointer.load(weights, model=model)
-    return cfg, model, split, name

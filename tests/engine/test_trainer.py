@@ -104,7 +104,7 @@ def test_lr_schedule_formula():
 
 def test_param_groups(toy_env, tmp_path):
     from simformer.engine.solver import build_optimizer
-    from simformer.modeling.simformer import build_model
+    from simformer.modeling.meta_arch import build_model
 
     cfg = cfg_for(tmp_path / "g")
     model = build_model(cfg, 24, None)

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
+from simformer.evaluation.evaluator import build_evaluator
 from simformer.evaluation.sem_seg import (
-    METRIC_KEYS, SemSegEvaluator, build_evaluator, confusion_matrix, format_table, harmonic_mean, write_results,
+    METRIC_KEYS, SemSegEvaluator, confusion_matrix, format_table, harmonic_mean, write_results,
 )
 
 K = 7
