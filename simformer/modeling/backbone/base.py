@@ -1,4 +1,5 @@
-"""Backbone registry, the common ``Backbone`` base class, FrozenBatchNorm2d and ``build_backbone``.
+"""Backbone registry, the common ``Backbone`` base class and FrozenBatchNorm2d (``build_backbone``
+is in build.py, above the backbones that register here).
 
 Every backbone maps a normalised image batch ``x [B, 3, H, W]`` to four feature maps
 ``{"res2", "res3", "res4", "res5"}`` at strides 4/8/16/32 (spatial size ``ceil(H / s)``), and
@@ -6,16 +7,13 @@ describes them with the dicts ``out_channels`` and ``out_strides``.
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List
 
 import torch
 from fvcore.common.registry import Registry
 from torch import nn
 
-__all__ = ["BACKBONE_REGISTRY", "Backbone", "FrozenBatchNorm2d", "build_backbone", "OUT_FEATURES"]
-
-logger = logging.getLogger("simformer")
+__all__ = ["BACKBONE_REGISTRY", "Backbone", "FrozenBatchNorm2d", "OUT_FEATURES"]
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = """
@@ -100,25 +98,3 @@ class Backbone(nn.Module):
                 for p in m.parameters():
                     p.requires_grad_(False)
         return self
-
-
-def build_backbone(cfg) -> Backbone:
-    """Build MODEL.BACKBONE.NAME, load MODEL.BACKBONE.WEIGHTS (if set), apply FREEZE_AT."""
-    # Importing the package registers the built-in backbones (resnet, efficientnet).
-    from . import efficientnet, resnet  # noqa: F401
-    from .weights import load_backbone_weights
-
-    name = cfg.MODEL.BACKBONE.NAME
-    if name not in BACKBONE_REGISTRY:
-        known = ", ".join(sorted(k for k, _ in BACKBONE_REGISTRY))
-        raise KeyError(f"MODEL.BACKBONE.NAME = {name!r} is not a registered backbone; choose one of: {known}.")
-    backbone = BACKBONE_REGISTRY.get(name)(cfg)
-    if not isinstance(backbone, Backbone):
-        raise TypeError(f"Backbone builder {name!r} returned {type(backbone).__name__}, not a Backbone.")
-    weights = cfg.MODEL.BACKBONE.WEIGHTS
-    if weights:
-        load_backbone_weights(backbone, weights)
-    else:
-        logger.info("Backbone %s: random initialisation (MODEL.BACKBONE.WEIGHTS is empty).", name)
-    backbone.freeze(int(cfg.MODEL.BACKBONE.FREEZE_AT))
-    return backbone
