@@ -272,15 +272,165 @@ def _parse_grid(raw: Any, *, path: str, methods: Sequence[str]) -> List[_Axis]:
     return axes
 
 
+@dataclass
+class _Method:
+    """One validated ``methods`` entry: absolute paths (to run) and paths as written (fingerprint)."""
+
+    name: str
+    stage: str
+    config: str
+    config_written: Any
+    retrain_config: Optional[str]
+    retrain_written: Any
+    opts: List[Tuple[str, str]]
+    stage1_from: Optional[str]
+
+
+def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_config: Optional[str],
+                  base_written: Any) -> _Method:
+    from simformer.config import ConfigError, load_cfg
+
+    where = f"{path}: methods.{mname}"
+    if not isinstance(mname, str) or not mname or "/" in mname:
+        raise SweepError(f"{path}: methods: name {mname!r} must be a non-empty string without '/'")
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise SweepError(f"{where} must be a mapping {{config, opts, stage, retrain_config}} or empty, got {spec!r}")
+    if set(spec) - set(METHOD_KEYS):
+        raise _unknown(where, set(spec) - set(METHOD_KEYS), METHOD_KEYS)
+    stage = spec.get("stage", "train")
+    if stage not in STAGES:
+        raise SweepError(f"{where}: stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    if "config" in spec:
+        cfg_written = spec["config"]
+        cfg_abs = _resolve_file(cfg_written, sweep_path=path, entry=f"methods.{mname}.config")
+    elif base_config is not None:
+        cfg_written, cfg_abs = base_written, base_config
+    else:
+        raise SweepError(f"{where}: no config (set methods.{mname}.config or the sweep's base_config)")
+    retrain_written = spec.get("retrain_config")
+    retrain_abs = None
+    if retrain_written is not None:
+        if stage != "pipeline":
+            raise SweepError(f"{where}: retrain_config needs stage: pipeline")
+        retrain_abs = _resolve_file(retrain_written, sweep_path=path, entry=f"methods.{mname}.retrain_config")
+        try:
+            load_cfg(retrain_abs)
+        except ConfigError as e:
+            raise SweepError(f"{where}.retrain_config: {e}") from e
+    stage1_from = spec.get("stage1_from")
+    if stage1_from is not None:
+        if stage != "pipeline":
+            raise SweepError(f"{where}: stage1_from needs stage: pipeline")
+        if stage1_from not in raw_methods or (raw_methods[stage1_from] or {}).get("stage", "train") != "train":
+            raise SweepError(f"{where}: stage1_from must name a method of this sweep with stage train, "
+                             f"got {stage1_from!r}")
+    return _Method(mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written,
+                   _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from)
+
+
+class _ConfigChecker:
+    """Loads every config a run will train with (once per distinct config + overrides) and checks
+    that its split file belongs to the family of its training dataset."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.cfgs: Dict[Tuple, Any] = {}
+        self.splits: Dict[str, Any] = {}
+
+    def __call__(self, run_name: str, mname: str, cfg_abs: str, run_opts):
+        from simformer.config import ConfigError, load_cfg
+
+        key = (cfg_abs, tuple(run_opts))
+        if key not in self.cfgs:
+            flat = [x for kv in run_opts for x in kv]
+            try:
+                cfg = load_cfg(cfg_abs, flat)
+            except ConfigError as e:
+                raise SweepError(f"{self.path}: run {run_name} (method '{mname}', config {cfg_abs}): {e}") from e
+            self.cfgs[key] = cfg
+            self._check_split_matches(cfg, run_name, mname)
+        return self.cfgs[key]
+
+    def _check_split_matches(self, cfg, run_name: str, mname: str) -> None:
+        from simformer.config import resolve_path
+        from simformer.data.catalog import get_dataset
+        from simformer.data.class_split import load_split
+
+        if not cfg.WEAKSHOT.SPLIT:
+            return
+        where = f"{self.path}: run {run_name} (method '{mname}')"
+        split_file = resolve_path(cfg.WEAKSHOT.SPLIT)
+        if split_file not in self.splits:
+            try:
+                self.splits[split_file] = load_split(split_file)
+            except ValueError as e:
+                raise SweepError(f"{where}: {e}") from e
+        split = self.splits[split_file]
+        for ds in list(cfg.DATASETS.TRAIN)[:1]:
+            try:
+                family = get_dataset(ds).family
+            except KeyError as e:
+                raise SweepError(f"{where}: DATASETS.TRAIN: {e.args[0]}") from e
+            if family != split.dataset:
+                raise SweepError(f"{where}: split {split_file} is for dataset "
+                                 f"'{split.dataset}' but DATASETS.TRAIN {ds} belongs to '{family}'")
+
+
+def _expand_method(m: _Method, *, path: str, out_dir: str, opts, splits, seeds, axes, checked_cfg,
+                   dirs: Dict[str, str]) -> List[Run]:
+    """The runs of one method: splits x seeds x its grid axes, in that order."""
+    runs: List[Run] = []
+    base_opts = _merge_opts(opts, m.opts)
+    method_axes = [a for a in axes if a.methods is None or m.name in a.methods]
+    split_items = splits if splits is not None else [None]
+    for split_item in split_items:
+        split_opts = [("WEAKSHOT.SPLIT", split_item[2])] if split_item else []
+        split_written = [("WEAKSHOT.SPLIT", str(split_item[1]))] if split_item else []
+        combos = []  # (grid_values, grid_opts, label); each validated once (seeds cannot change validity)
+        for grid_values in itertools.product(*[a.values for a in method_axes]):
+            grid_opts = [(a.key, _value_str(v)) for a, v in zip(method_axes, grid_values)]
+            label = "/".join(f"{a.column}={value_label(v)}" for a, v in zip(method_axes, grid_values))
+            shown = "/".join([m.name, split_item[0] if split_item else "<config split>", "seed*"]
+                             + ([label] if label else []))
+            cfg = checked_cfg(shown, m.name, m.config, _merge_opts(base_opts, split_opts, grid_opts))
+            combos.append((grid_values, grid_opts, label))
+        # Grid axes cannot set WEAKSHOT.SPLIT or SEED, so the last cfg speaks for every combination.
+        split_name = split_item[0] if split_item else (
+            os.path.splitext(os.path.basename(cfg.WEAKSHOT.SPLIT))[0] if cfg.WEAKSHOT.SPLIT else "all-base")
+        for seed in (seeds if seeds is not None else [int(cfg.SEED)]):
+            seed_opts = [("SEED", str(seed))] if seeds is not None else []
+            for grid_values, grid_opts, label in combos:
+                run_opts = _merge_opts(base_opts, split_opts, seed_opts, grid_opts)
+                run_name = "/".join([m.name, split_name, f"seed{seed}"] + ([label] if label else []))
+                comps = [m.name, split_name, f"seed{seed}"] + [f"{a.column}={value_label(v)}"
+                                                              for a, v in zip(method_axes, grid_values)]
+                run_dir = os.path.join(out_dir, *[_sanitize(c) for c in comps])
+                if run_dir in dirs:
+                    raise SweepError(f"{path}: runs {dirs[run_dir]} and {run_name} would share the folder "
+                                     f"{run_dir}; rename a method or split (only A-Z a-z 0-9 . _ = + - are kept)")
+                dirs[run_dir] = run_name
+                fingerprint = {
+                    "stage": m.stage, "config": str(m.config_written),
+                    "retrain_config": None if m.retrain_written is None else str(m.retrain_written),
+                    "opts": [list(kv) for kv in _merge_opts(base_opts, split_written, seed_opts, grid_opts)],
+                }
+                # the other method's folder for the same split/seed/grid (its config is checked
+                # against stage 1 by `simformer pipeline`, which trains itself on a mismatch)
+                source = None if m.stage1_from is None else os.path.join(
+                    out_dir, *[_sanitize(c) for c in [m.stage1_from] + comps[1:]])
+                runs.append(Run(name=run_name, run_dir=run_dir, method=m.name, split=split_name, seed=int(seed),
+                                params={a.column: v for a, v in zip(method_axes, grid_values)}, stage=m.stage,
+                                config=m.config, opts=tuple(x for kv in run_opts for x in kv),
+                                retrain_config=m.retrain_config, fingerprint=fingerprint, stage1_from=source))
+    return runs
+
+
 def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
     """Read, validate and expand a sweep file. ``output`` overrides the file's ``output``.
 
     Raises FileNotFoundError / :class:`SweepError` naming the sweep file and the entry.
     """
-    from simformer.config import ConfigError, load_cfg, resolve_path
-    from simformer.data.catalog import get_dataset
-    from simformer.data.class_split import load_split
-
     data = _read_yaml(path)
     if set(data) - set(SWEEP_KEYS):
         raise _unknown(path, set(data) - set(SWEEP_KEYS), SWEEP_KEYS)
@@ -303,128 +453,15 @@ def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
         raw_methods = {os.path.splitext(os.path.basename(base_config))[0]: {}}
     if not isinstance(raw_methods, dict) or not raw_methods:
         raise SweepError(f"{path}: methods must be a non-empty mapping name -> {{config, opts, stage}}, got {raw_methods!r}")
-    methods = []  # (name, stage, config_abs, config_written, retrain_abs, retrain_written, opts, stage1_from)
-    for mname, spec in raw_methods.items():
-        where = f"{path}: methods.{mname}"
-        if not isinstance(mname, str) or not mname or "/" in mname:
-            raise SweepError(f"{path}: methods: name {mname!r} must be a non-empty string without '/'")
-        spec = {} if spec is None else spec
-        if not isinstance(spec, dict):
-            raise SweepError(f"{where} must be a mapping {{config, opts, stage, retrain_config}} or empty, got {spec!r}")
-        if set(spec) - set(METHOD_KEYS):
-            raise _unknown(where, set(spec) - set(METHOD_KEYS), METHOD_KEYS)
-        stage = spec.get("stage", "train")
-        if stage not in STAGES:
-            raise SweepError(f"{where}: stage must be one of {', '.join(STAGES)}, got {stage!r}")
-        if "config" in spec:
-            cfg_written = spec["config"]
-            cfg_abs = _resolve_file(cfg_written, sweep_path=path, entry=f"methods.{mname}.config")
-        elif base_config is not None:
-            cfg_written, cfg_abs = base_written, base_config
-        else:
-            raise SweepError(f"{where}: no config (set methods.{mname}.config or the sweep's base_config)")
-        retrain_written = spec.get("retrain_config")
-        retrain_abs = None
-        if retrain_written is not None:
-            if stage != "pipeline":
-                raise SweepError(f"{where}: retrain_config needs stage: pipeline")
-            retrain_abs = _resolve_file(retrain_written, sweep_path=path, entry=f"methods.{mname}.retrain_config")
-            try:
-                load_cfg(retrain_abs)
-            except ConfigError as e:
-                raise SweepError(f"{where}.retrain_config: {e}") from e
-        stage1_from = spec.get("stage1_from")
-        if stage1_from is not None:
-            if stage != "pipeline":
-                raise SweepError(f"{where}: stage1_from needs stage: pipeline")
-            if stage1_from not in raw_methods or (raw_methods[stage1_from] or {}).get("stage", "train") != "train":
-                raise SweepError(f"{where}: stage1_from must name a method of this sweep with stage train, "
-                                 f"got {stage1_from!r}")
-        methods.append((mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written,
-                        _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from))
+    methods = [_parse_method(mname, spec, path=path, raw_methods=raw_methods, base_config=base_config,
+                             base_written=base_written) for mname, spec in raw_methods.items()]
 
     splits = _parse_splits(data.get("splits"), path=path)
     seeds = _parse_seeds(data.get("seeds"), path=path)
-    axes = _parse_grid(data.get("grid"), path=path, methods=[m[0] for m in methods])
-
-    cfg_cache: Dict[Tuple, Any] = {}
-    split_cache: Dict[str, Any] = {}
-
-    def checked_cfg(run_name, mname, cfg_abs, run_opts):
-        key = (cfg_abs, tuple(run_opts))
-        if key not in cfg_cache:
-            flat = [x for kv in run_opts for x in kv]
-            try:
-                cfg = load_cfg(cfg_abs, flat)
-            except ConfigError as e:
-                raise SweepError(f"{path}: run {run_name} (method '{mname}', config {cfg_abs}): {e}") from e
-            cfg_cache[key] = cfg
-            _check_split_matches(cfg, run_name, mname)
-        return cfg_cache[key]
-
-    def _check_split_matches(cfg, run_name, mname):
-        if not cfg.WEAKSHOT.SPLIT:
-            return
-        split_file = resolve_path(cfg.WEAKSHOT.SPLIT)
-        if split_file not in split_cache:
-            try:
-                split_cache[split_file] = load_split(split_file)
-            except ValueError as e:
-                raise SweepError(f"{path}: run {run_name} (method '{mname}'): {e}") from e
-        split = split_cache[split_file]
-        for ds in list(cfg.DATASETS.TRAIN)[:1]:
-            try:
-                family = get_dataset(ds).family
-            except KeyError as e:
-                raise SweepError(f"{path}: run {run_name} (method '{mname}'): DATASETS.TRAIN: {e.args[0]}") from e
-            if family != split.dataset:
-                raise SweepError(f"{path}: run {run_name} (method '{mname}'): split {split_file} is for dataset "
-                                 f"'{split.dataset}' but DATASETS.TRAIN {ds} belongs to '{family}'")
-
-    runs: List[Run] = []
+    axes = _parse_grid(data.get("grid"), path=path, methods=[m.name for m in methods])
+    checked_cfg = _ConfigChecker(path)
     dirs: Dict[str, str] = {}
-    for mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written, mopts, stage1_from in methods:
-        base_opts = _merge_opts(opts, mopts)
-        method_axes = [a for a in axes if a.methods is None or mname in a.methods]
-        split_items = splits if splits is not None else [None]
-        for split_item in split_items:
-            split_opts = [("WEAKSHOT.SPLIT", split_item[2])] if split_item else []
-            split_written = [("WEAKSHOT.SPLIT", str(split_item[1]))] if split_item else []
-            combos = []  # (grid_values, grid_opts, label); each validated once (seeds cannot change validity)
-            for grid_values in itertools.product(*[a.values for a in method_axes]):
-                grid_opts = [(a.key, _value_str(v)) for a, v in zip(method_axes, grid_values)]
-                label = "/".join(f"{a.column}={value_label(v)}" for a, v in zip(method_axes, grid_values))
-                shown = "/".join([mname, split_item[0] if split_item else "<config split>", "seed*"]
-                                 + ([label] if label else []))
-                cfg = checked_cfg(shown, mname, cfg_abs, _merge_opts(base_opts, split_opts, grid_opts))
-                combos.append((grid_values, grid_opts, label))
-            # Grid axes cannot set WEAKSHOT.SPLIT or SEED, so the last cfg speaks for every combination.
-            split_name = split_item[0] if split_item else (
-                os.path.splitext(os.path.basename(cfg.WEAKSHOT.SPLIT))[0] if cfg.WEAKSHOT.SPLIT else "all-base")
-            for seed in (seeds if seeds is not None else [int(cfg.SEED)]):
-                seed_opts = [("SEED", str(seed))] if seeds is not None else []
-                for grid_values, grid_opts, label in combos:
-                    run_opts = _merge_opts(base_opts, split_opts, seed_opts, grid_opts)
-                    run_name = "/".join([mname, split_name, f"seed{seed}"] + ([label] if label else []))
-                    comps = [mname, split_name, f"seed{seed}"] + [f"{a.column}={value_label(v)}"
-                                                                 for a, v in zip(method_axes, grid_values)]
-                    run_dir = os.path.join(out_dir, *[_sanitize(c) for c in comps])
-                    if run_dir in dirs:
-                        raise SweepError(f"{path}: runs {dirs[run_dir]} and {run_name} would share the folder "
-                                         f"{run_dir}; rename a method or split (only A-Z a-z 0-9 . _ = + - are kept)")
-                    dirs[run_dir] = run_name
-                    fingerprint = {
-                        "stage": stage, "config": str(cfg_written),
-                        "retrain_config": None if retrain_written is None else str(retrain_written),
-                        "opts": [list(kv) for kv in _merge_opts(base_opts, split_written, seed_opts, grid_opts)],
-                    }
-                    # the other method's folder for the same split/seed/grid (its config is checked
-                    # against stage 1 by `simformer pipeline`, which trains itself on a mismatch)
-                    source = None if stage1_from is None else os.path.join(
-                        out_dir, *[_sanitize(c) for c in [stage1_from] + comps[1:]])
-                    runs.append(Run(name=run_name, run_dir=run_dir, method=mname, split=split_name, seed=int(seed),
-                                    params={a.column: v for a, v in zip(method_axes, grid_values)}, stage=stage,
-                                    config=cfg_abs, opts=tuple(x for kv in run_opts for x in kv),
-                                    retrain_config=retrain_abs, fingerprint=fingerprint, stage1_from=source))
+    runs = [run for m in methods for run in _expand_method(m, path=path, out_dir=out_dir, opts=opts, splits=splits,
+                                                           seeds=seeds, axes=axes, checked_cfg=checked_cfg, dirs=dirs)]
     return Sweep(name=name, path=os.path.abspath(path), output=out_dir, runs=runs,
                  grid_columns=[a.column for a in axes])
