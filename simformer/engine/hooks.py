@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 

@@ -42,7 +42,6 @@ from .point_sampling import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
-    sample_points,
 )
 from . import pair_losses
 from .losses import LossWeights, dice_loss, sigmoid_focal_loss

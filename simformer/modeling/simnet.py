@@ -13,13 +13,9 @@ Architecture (release code, 1x1 convs written as linear layers over the pair bat
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from .point_sampling import sample_points
 
 __all__ = ["SimNet"]
 
