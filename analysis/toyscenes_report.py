@@ -15,7 +15,7 @@ import sys
 import pandas as pd
 
 from simformer.sweeps.plots import plot_bars, save_figure
-from simformer.sweeps.stats import compare, format_markdown
+from simformer.stats import compare, format_markdown
 from simformer.utils.io import atomic_write_text
 
 _spec = importlib.util.spec_from_file_location("paper_tables", os.path.join(os.path.dirname(__file__), "paper_tables.py"))

@@ -298,7 +298,7 @@ def load_bench_cfg(config: str, overrides: Sequence[str] = ()):
 def bench_split(cfg):
     """The split of the config (WEAKSHOT.SPLIT, resolved relative to the checkout)."""
     from simformer.config import resolve_path
-    from simformer.data.split import load_split
+    from simformer.data.class_split import load_split
 
     if not cfg.WEAKSHOT.SPLIT:
         raise SystemExit("The benchmark config needs WEAKSHOT.SPLIT (a base/novel split)")
@@ -310,7 +310,7 @@ def build_train_model(cfg, split, device):
     import torch
 
     from simformer.engine.solver import build_lr_scheduler, build_optimizer
-    from simformer.modeling.simformer import build_model
+    from simformer.modeling.meta_arch import build_model
 
     torch.manual_seed(int(cfg.SEED))
     model = build_model(cfg, split.num_classes, split).to(device)
@@ -477,32 +477,18 @@ def dataset_available(name: str) -> bool:
 
 
 def real_train_loader(cfg, split, *, num_workers: Optional[int] = None, cache_dir: Optional[str] = None):
-    """The training loader exactly as ``Trainer._build_loader`` builds it (real mapper; with
-    ``WEAKSHOT.PAIR_MODE`` != none the presence matrix, pair statistics and ReferenceSampler).
+    """The training loader the trainer uses (``simformer.data.build.build_train_loader``: real
+    mapper, pseudo labels, and with ``WEAKSHOT.PAIR_MODE`` != none the presence matrix, pair
+    statistics and ReferenceSampler), as one process.
 
     Returns ``(iterator, seconds spent on presence + pair statistics)``.
     """
     from simformer.config import apply_overrides
-    from simformer.data.catalog import get_dataset_dicts
-    from simformer.data.loader import build_train_loader
-    from simformer.data.mapper import build_mapper
-    from simformer.data.presence import presence_matrix
-    from simformer.data.reference import ReferenceSampler, cached_pair_statistics
-    from simformer.engine.trainer import cache_dir_for
+    from simformer.data.build import build_reference_sampler, build_train_loader
 
     if num_workers is not None:
         cfg = apply_overrides(cfg.clone(), ["DATALOADER.NUM_WORKERS", str(int(num_workers))])
-    name = cfg.DATASETS.TRAIN[0]
-    records = get_dataset_dicts(name)
-    mask_split = None if cfg.WEAKSHOT.NOVEL_MASKS else split
-    mapper = build_mapper(cfg, True, mask_split)
-    sampler = None
     t0 = time.perf_counter()
-    if cfg.WEAKSHOT.PAIR_MODE != "none":
-        cache = cache_dir or cache_dir_for(name)
-        presence = presence_matrix(name, cache_dir=cache)
-        stats = cached_pair_statistics(presence, split.novel_mask(), cache)
-        sampler = ReferenceSampler(presence=presence, novel_mask=split.novel_mask(),
-                                   mode=cfg.WEAKSHOT.PAIR_MODE, stats=stats)
+    sampler = build_reference_sampler(cfg, cfg.DATASETS.TRAIN[0], split, cache_dir=cache_dir)
     prep = time.perf_counter() - t0
-    return build_train_loader(cfg, records=records, mapper=mapper, reference_sampler=sampler), prep
+    return build_train_loader(cfg, split, reference_sampler=sampler, rank=0, world_size=1), prep

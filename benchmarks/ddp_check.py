@@ -61,6 +61,7 @@ def worker(rank: int, world: int, port: int, config: str, overrides, steps: int,
     import torch
     import torch.distributed as dist
 
+    from simformer.data.build import build_train_loader
     from simformer.engine.trainer import Trainer
 
     torch.set_num_threads(threads)
@@ -68,7 +69,7 @@ def worker(rank: int, world: int, port: int, config: str, overrides, steps: int,
     trainer = Trainer(cfg)
     model = trainer.model
     start = _flat_params(model)
-    loader_iter = iter(trainer._build_loader())  # the loader Trainer.train() uses
+    loader_iter = iter(build_train_loader(cfg, trainer.split))  # the loader Trainer.train() uses
     trainer.ddp_model.train()
     times, losses = [], []
     for it in range(steps):
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     import torch
     import torch.multiprocessing as mp
 
-    from simformer.data.toyscenes import generate_toyscenes
+    from simformer.data.datasets.toyscenes import generate_toyscenes
 
     use_cuda = args.device in ("auto", "cuda") and torch.cuda.device_count() >= args.ranks
     if args.device == "cuda" and not use_cuda:

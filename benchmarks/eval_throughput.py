@@ -1,7 +1,7 @@
 """Evaluation throughput: confusion-matrix accumulation (``SemSegEvaluator.process``).
 
 Synthetic ADE20K-sized validation set: 2000 images of 512x683, 150 classes, random predictions
-(uint8, as ``predict_dataset`` hands them over) and Voronoi ground truth with a void strip (int64,
+(uint8, as ``inference_on_dataset`` hands them to the evaluator) and Voronoi ground truth with a void strip (int64,
 as the test mapper's ``sem_seg_full``). A small pool of arrays is generated once and cycled, so
 memory stays small; the evaluator does not cache anything per image, so reuse does not flatter it.
 One repetition = the whole set through ``process`` plus the final ``evaluate()``.

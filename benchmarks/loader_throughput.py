@@ -66,7 +66,7 @@ def parse_args(argv=None):
 def ensure_toyscenes(root_parent: str, n_images: int, quick: bool) -> str:
     """Name of a registered ToyScenes training set: the installed one, else a generated copy."""
     from simformer.data.catalog import register_folder
-    from simformer.data.toyscenes import generate_toyscenes
+    from simformer.data.datasets.toyscenes import generate_toyscenes
 
     if not quick and C.dataset_available("toyscenes_train"):
         return "toyscenes_train"
@@ -162,8 +162,8 @@ def report(tag: str, rates: dict, step_s: float, batch: int, source: str, result
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = C.setup_torch(args)
-    from simformer.data.split import make_split
-    from simformer.data.splits import paper_split
+    from simformer.data.class_split import make_split
+    from simformer.data.class_split_gen import paper_split
 
     workers = [int(w) for w in (args.workers or ("0,1" if args.quick else "0,1,2")).split(",")]
     batches = C.pick(args.batches, 12, 2, args.quick)

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from simformer.data.reference import pair_statistics
-    from simformer.data.splits import paper_split
+    from simformer.data.class_split_gen import paper_split
 
     n_images = C.pick(args.images, ADE_TRAIN_IMAGES, 2000, args.quick)
     n_anchors = min(n_images, C.pick(args.loop_anchors, 200, 20, args.quick))

@@ -1,7 +1,7 @@
 
 import pytest
 
-from simformer.data.toyscenes import generate_toyscenes
+from simformer.data.datasets.toyscenes import generate_toyscenes
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ def run(args) -> int:
 
     from simformer.config import load_cfg
     from simformer.data.catalog import get_dataset
-    from simformer.data.toyscenes import generate_toyscenes
+    from simformer.data.datasets.toyscenes import generate_toyscenes
     from simformer.engine.trainer import Trainer
     from simformer.evaluation.visualize import visualize_dataset
 

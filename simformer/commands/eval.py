@@ -16,7 +16,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from simformer.engine.evaluate import evaluate_model, load_trained_model
+    from simformer.engine.defaults import load_trained_model
+    from simformer.evaluation.evaluator import evaluate_model
 
     cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, log_dir=args.out)
     evaluate_model(model, cfg, name, split, out_dir=args.out)

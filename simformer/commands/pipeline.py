@@ -22,8 +22,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from simformer.engine.trainer import setup_logging
-    from simformer.retrain.pseudo_label import run_pipeline
+    from simformer.utils.logger import setup_logging
+    from simformer.retrain.pipeline import run_pipeline
 
     setup_logging(args.output)
     run_pipeline(args.config, args.output, args.opts, retrain_config=args.retrain_config, resume=args.resume,

@@ -46,7 +46,7 @@ def run(args) -> int:
     import warnings
 
     from simformer.sweeps.plots import plot_bars, plot_curve, save_figure
-    from simformer.sweeps.stats import load_results
+    from simformer.stats import load_results
 
     if not 0 < args.confidence < 1:
         raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")

@@ -59,15 +59,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 0 (got {args.workers})")
 
     if args.dataset == "ade20k":
-        from simformer.data.prepare import prepare_ade20k
+        from simformer.data.datasets.prepare import prepare_ade20k
 
         prepare_ade20k(root, workers=args.workers, progress=progress)
     elif args.dataset == "coco-stuff-10k":
-        from simformer.data.prepare import prepare_coco_stuff_10k
+        from simformer.data.datasets.prepare import prepare_coco_stuff_10k
 
         prepare_coco_stuff_10k(root, workers=args.workers, progress=progress)
     else:
-        from simformer.data.toyscenes import generate_toyscenes
+        from simformer.data.datasets.toyscenes import generate_toyscenes
 
         opts = {k: (_TOY_DEFAULTS[k] if v is None else v) for k, v in toy_opts.items()}
         generate_toyscenes(root, workers=args.workers, progress=progress, **opts)

@@ -1,5 +1,5 @@
 HELP = "predict the training images and write mixed labels (novel from predictions, base from GT) for re-training"
-DESCRIPTION = """Re-training stage, step 1 (METHOD.md section 7):
+DESCRIPTION = """Re-training stage, step 1 (docs/method.md section 7):
 
   simformer pseudo-label --config configs/toyscenes/simformer.yaml --weights runs/x/model_final.pth --out runs/x/pseudo
 
@@ -19,7 +19,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from simformer.engine.evaluate import load_trained_model
+    from simformer.engine.defaults import load_trained_model
     from simformer.retrain.pseudo_label import generate_pseudo_labels
 
     cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, args.dataset,

@@ -48,12 +48,13 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from simformer.data.catalog import class_names as catalog_class_names
-    from simformer.data.split import load_split
-    from simformer.evaluation.sem_seg import SemSegEvaluator, format_table, write_results
+    from simformer.data.class_split import load_split
+    from simformer.evaluation.evaluator import sem_seg_evaluator
+    from simformer.evaluation.sem_seg import format_table, write_results
     from simformer.utils.io import read_label
 
     names = catalog_class_names(args.dataset)
-    novel_mask = load_split(args.split, expected_names=names).novel_mask() if args.split else None
+    split = load_split(args.split, expected_names=names) if args.split else None
 
     gts = _png_stems(args.gt, "Ground-truth")
     if not gts:
@@ -71,7 +72,8 @@ def run(args) -> int:
         print(f"simformer score: note: {len(extra)} predictions have no ground truth and are ignored: "
               f"{_list_names([s + '.png' for s in extra])}", file=sys.stderr)
 
-    evaluator = SemSegEvaluator(class_names=names, novel_mask=novel_mask, convention=args.convention)
+    evaluator = sem_seg_evaluator(names, split, convention=args.convention)
+    novel_mask = evaluator.novel_mask
     for stem in tqdm(gts, desc="scoring", unit="img", disable=None):
         pred_path, gt_path = preds[stem], gts[stem]
         try:

@@ -7,7 +7,7 @@ import sys
 
 HELP = "make, validate or show a base/novel class split file"
 DESCRIPTION = """\
-Make, validate or show a base/novel class split (JSON, see simformer/data/split.py).
+Make, validate or show a base/novel class split (JSON, see simformer/data/class_split.py).
 
   random:  simformer split --dataset NAME --novel-ratio 0.25 --seed S --out FILE.json [--min-images N]
   paper:   simformer split --paper coco_stuff_10k/split1 --out FILE.json
@@ -91,7 +91,7 @@ def _train_counts(family: str, args, name_hint: str | None = None):
 
 
 def _print_summary(split, args, name_hint: str | None = None, stats: bool = True) -> None:
-    from simformer.data.splits import format_summary, split_summary
+    from simformer.data.class_split_gen import format_summary, split_summary
 
     counts = None
     if stats and not args.no_stats:
@@ -106,7 +106,7 @@ def _print_summary(split, args, name_hint: str | None = None, stats: bool = True
 
 def _write(split, path: str, force: bool) -> None:
     """Save ``split`` at ``path``; refuse to silently replace a different split."""
-    from simformer.data.split import SplitError, load_split, save_split
+    from simformer.data.class_split import SplitError, load_split, save_split
 
     if os.path.exists(path) and not force:
         try:
@@ -131,7 +131,7 @@ def _parse_sizes(text: str):
 
 
 def run(args) -> int:
-    from simformer.data.split import SplitError, load_split
+    from simformer.data.class_split import SplitError, load_split
 
     if args.validate:
         try:
@@ -154,7 +154,7 @@ def run(args) -> int:
 
 
 def _run_paper(args) -> int:
-    from simformer.data.splits import paper_split, paper_split_keys
+    from simformer.data.class_split_gen import paper_split, paper_split_keys
 
     keys = paper_split_keys() if args.paper == "all" else [args.paper]
     if args.paper == "all" and not args.out_dir:
@@ -173,7 +173,7 @@ def _run_paper(args) -> int:
 
 def _run_seeded(args) -> int:
     from simformer.data import catalog
-    from simformer.data.splits import nested_splits, random_split
+    from simformer.data.class_split_gen import nested_splits, random_split
 
     if args.seed is None:
         raise ValueError("--dataset needs --seed S (splits must be reproducible)")

@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import warnings
 
-    from simformer.sweeps.stats import (compare, format_markdown, load_results, tests_used,
+    from simformer.stats import (compare, format_markdown, load_results, tests_used,
                                          write_stats)
 
     required = ("method", "split", "seed") if args.test == "paired" else ("method", "split")

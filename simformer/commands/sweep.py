@@ -62,7 +62,7 @@ def add_arguments(parser) -> None:
 def _print_plan(sweep, runs, args) -> None:
     import shlex
 
-    from simformer.sweeps.sweep import build_command, has_checkpoint, run_state
+    from simformer.sweeps import build_command, has_checkpoint, run_state
 
     gpus = args.gpus_per_node or 1
     counts = {}
@@ -83,7 +83,7 @@ def _print_plan(sweep, runs, args) -> None:
 def run(args) -> int:
     import os
 
-    from simformer.sweeps.sweep import SweepError, collect_and_write, load_sweep, run_local, run_submitit
+    from simformer.sweeps import SweepError, collect_and_write, load_sweep, run_local, run_submitit
 
     sweep = load_sweep(args.sweep, output=args.output)
     if args.collect:

@@ -15,7 +15,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from simformer.engine.evaluate import load_trained_model
+    from simformer.engine.defaults import load_trained_model
     from simformer.evaluation.visualize import visualize_dataset
 
     cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, args.dataset)

@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import yaml
 from fvcore.common.config import CfgNode
 
+from .checks import check_cfg
 from .defaults import _C
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_cfg", "dump_cfg"]
@@ -98,6 +99,7 @@ def load_cfg(path: str | None = None, overrides: Sequence[str] = (), freeze: boo
     if path:
         _merge_file(cfg, path)
     apply_overrides(cfg, overrides)
+    check_cfg(cfg, where=path or "config")
     if freeze:
         cfg.freeze()
     return cfg
@@ -131,8 +133,9 @@ def resolve_path(path: str) -> str:
     simformer checkout (so ``splits/...`` in the shipped configs works from anywhere)."""
     if not path or os.path.isabs(path) or os.path.exists(path):
         return path
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    candidate = os.path.join(repo, path)
+    from simformer.utils.env import checkout_root
+
+    candidate = os.path.join(checkout_root(), path)
     return candidate if os.path.exists(candidate) else path
 
 

@@ -150,7 +150,7 @@ _C.WEAKSHOT.COMPLEMENTARY.IGNORE_PROB = 0.1
 _C.WEAKSHOT.COMPLEMENTARY.DEEP_SUPERVISION = True
 
 # ---------------------------------------------------------------------------------------------
-# INPUT: augmentation and test-time resizing (METHOD.md section 6)
+# INPUT: augmentation and test-time resizing (docs/method.md section 6)
 # ---------------------------------------------------------------------------------------------
 _C.INPUT = CN()
 # Short side at training: a value drawn from this list ("choice") or from [min, max] ("range").

@@ -30,7 +30,7 @@ import yaml
 IGNORE_LABEL = 255
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
-# Release code skips these all-void / broken training images (METHOD.md section 10).
+# Release code skips these all-void / broken training images (docs/method.md section 10).
 ADE20K_TRAIN_SKIP = frozenset(
     f"ADE_train_000{n}"
     for n in ["05149", "05150", "05152", "05333", "05905", "06510", "13298", "14634", "14636",
@@ -63,7 +63,7 @@ def builtin_class_names(family: str) -> List[str]:
     from importlib import resources
 
     if family == "toyscenes":
-        from .toyscenes import TOYSCENES_CLASSES
+        from .datasets.toyscenes import TOYSCENES_CLASSES
 
         return [c.name for c in TOYSCENES_CLASSES]
     data = json.loads(resources.files("simformer.resources").joinpath("class_names.json").read_text())

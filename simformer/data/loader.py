@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["TrainingSampler", "TrainSampleDataset", "build_train_loader", "build_test_loader",
+__all__ = ["TrainingSampler", "TrainSampleDataset", "batched_train_loader", "sharded_test_loader",
            "micro_batch_layout", "shard_range"]
 
 
@@ -169,7 +169,7 @@ def micro_batch_layout(cfg, *, world_size: int = 1, pairs: bool = False) -> Tupl
     return per, (per // 2 if pairs else per)
 
 
-def build_train_loader(cfg, *, records: Sequence[dict], mapper, reference_sampler=None, rank: int = 0,
+def batched_train_loader(cfg, *, records: Sequence[dict], mapper, reference_sampler=None, rank: int = 0,
                        world_size: int = 1, start_iter: int = 0) -> Iterator[List[dict]]:
     """Infinite iterator; each item is the list of sample dicts of ONE micro-step of this rank.
 
@@ -179,7 +179,7 @@ def build_train_loader(cfg, *, records: Sequence[dict], mapper, reference_sample
     order at that training iteration.
     """
     if not records:
-        raise ValueError("build_train_loader: the training dataset has no records")
+        raise ValueError("batched_train_loader: the training dataset has no records")
     pair_mode = str(cfg.WEAKSHOT.PAIR_MODE)
     if pair_mode == "none" and reference_sampler is not None:
         raise ValueError("WEAKSHOT.PAIR_MODE is 'none' but a reference sampler was given; set PAIR_MODE or drop it")
@@ -229,7 +229,7 @@ class _TestDataset(Dataset):
         return [self.mapper(self.records[i], np.random.default_rng([0, i]))]
 
 
-def build_test_loader(records: Sequence[dict], mapper, *, rank: int = 0, world_size: int = 1,
+def sharded_test_loader(records: Sequence[dict], mapper, *, rank: int = 0, world_size: int = 1,
                       num_workers: int = 0) -> DataLoader:
     """Re-iterable loader of single-sample lists over this rank's contiguous chunk of ``records``."""
     begin, end = shard_range(len(records), rank, world_size)

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from simformer.config.checks import novel_masks
 from simformer.utils.io import read_image, read_label
 
 from . import transforms as T
@@ -182,7 +183,7 @@ def _to_torch(sample: dict) -> dict:
 def build_mapper(cfg, is_train: bool, split=None) -> WeakShotDatasetMapper:
     """Mapper from the config (``INPUT.*``, ``MODEL.PIXEL_MEAN``, ``WEAKSHOT.*``) and a split.
 
-    ``split`` (``simformer.data.split.Split``) gives K and the novel classes; None = all base.
+    ``split`` (``simformer.data.class_split.Split``) gives K and the novel classes; None = all base.
     K comes from ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` when set (>0), else from the split, else from
     the class list of ``DATASETS.TRAIN[0]``. Pseudo-label retraining (``WEAKSHOT.PSEUDO_LABEL_DIR``)
     supervises every class with masks, like ``WEAKSHOT.NOVEL_MASKS``.
@@ -215,6 +216,6 @@ def build_mapper(cfg, is_train: bool, split=None) -> WeakShotDatasetMapper:
         size_divisibility=cfg.INPUT.SIZE_DIVISIBILITY,
         pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
         image_labels_from_crop=cfg.WEAKSHOT.IMAGE_LABELS_FROM_CROP,
-        novel_masks=bool(cfg.WEAKSHOT.NOVEL_MASKS) or bool(cfg.WEAKSHOT.PSEUDO_LABEL_DIR),
+        novel_masks=novel_masks(cfg),
         ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
     )

@@ -1,4 +1,4 @@
-"""Reference-image choice for the pixel-pair losses (METHOD.md section 4).
+"""Reference-image choice for the pixel-pair losses (docs/method.md section 4).
 
 For a training image i with novel classes N_i and base classes B_i (image-level presence):
 

@@ -12,7 +12,7 @@ The matrix is indexed ``[gt, pred]`` with shape ``(K+1, K+1)``. For class ``c``:
     TP = M[c, c]    FN = M[c, :].sum() - TP    FP = M[:K, c].sum() - TP
     IoU_c = TP / (TP + FP + FN)
 
-All-class mIoU follows one of detectron2's two conventions (METHOD.md section 8):
+All-class mIoU follows one of detectron2's two conventions (docs/method.md section 8):
 
 * ``"current"``: the mean over classes with GT pixels; classes absent from the GT are excluded
   (their IoU is reported as ``None``).
@@ -313,33 +313,3 @@ def write_results(results: Dict[str, Any], out_dir: str, class_names: Sequence[s
         w.writerow([i, n, g, "" if v_iou is None else f"{v_iou:.6f}", "" if v_acc is None else f"{v_acc:.6f}"])
     atomic_write_text(csv_path, buf.getvalue())
     return {"metrics": json_path, "per_class_iou": csv_path}
-
-
-def build_evaluator(cfg, dataset_name: str, split=None) -> SemSegEvaluator:
-    """Evaluator for ``dataset_name`` configured from ``cfg``.
-
-    Reads ``TEST.MIOU_CONVENTION``, ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE`` and, when ``split`` is None,
-    ``WEAKSHOT.SPLIT`` (a split file; "" = no split: only all-class metrics).
-    ``split``: a :class:`simformer.data.split.Split` or a split-file path.
-    """
-    from simformer.data.catalog import class_names as catalog_class_names
-    from simformer.data.split import Split, load_split
-
-    names = catalog_class_names(dataset_name)
-    if split is None and cfg.WEAKSHOT.SPLIT:
-        split = cfg.WEAKSHOT.SPLIT
-    if isinstance(split, str):
-        split = load_split(split, expected_names=names)
-    novel_mask = None
-    if split is not None:
-        if not isinstance(split, Split):
-            raise ValueError(f"split must be a Split or a split-file path, got {type(split).__name__}")
-        if list(split.class_names) != list(names):
-            raise ValueError(
-                f"Split for dataset '{split.dataset}' does not match the class list of '{dataset_name}' "
-                f"({len(split.class_names)} vs {len(names)} classes); use a split made for this dataset family"
-            )
-        novel_mask = split.novel_mask()  # all False for an all-base split: base = all, novel/HM None
-    return SemSegEvaluator(class_names=names, novel_mask=novel_mask,
-                           ignore_label=int(cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE),
-                           convention=str(cfg.TEST.MIOU_CONVENTION))

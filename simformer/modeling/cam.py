@@ -30,7 +30,8 @@ from torch import nn
 
 from .backbone import build_backbone
 from .inference import sem_seg_postprocess
-from .simformer import SimFormer, pad_batch
+from .image_list import normalize_images, pad_batch
+from .registry import register_meta_arch
 
 __all__ = ["CAMModel", "build_cam_model", "masked_gap", "valid_cell_weights"]
 
@@ -86,9 +87,6 @@ class CAMModel(nn.Module):
     "scores": float [K] image logits}.
     """
 
-    # Same normalise + pad as SimFormer (uses only device, pixel_mean/std, size_divisibility).
-    normalize = SimFormer.normalize
-
     def __init__(self, *, backbone: nn.Module, num_classes: int, pixel_mean, pixel_std,
                  size_divisibility: int, bg_threshold: float = 0.3, ignore_value: int = 255):
         super().__init__()
@@ -115,6 +113,10 @@ class CAMModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
+
+    def normalize(self, batched_inputs: List[dict]) -> torch.Tensor:
+        """The same normalise + pad as every meta-architecture (image_list.py)."""
+        return normalize_images(batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility)
 
     # ------------------------------------------------------------------------------------------
     def activation_maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -206,7 +208,8 @@ class CAMModel(nn.Module):
         return results
 
 
-def build_cam_model(cfg, num_classes: int) -> CAMModel:
+@register_meta_arch("CAM")
+def build_cam_model(cfg, num_classes: int, split=None) -> CAMModel:
     """CAMModel from MODEL.BACKBONE.*, MODEL.PIXEL_MEAN/STD, MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
     MODEL.CAM.BG_THRESHOLD and MODEL.SEM_SEG_HEAD.IGNORE_VALUE."""
     return CAMModel(

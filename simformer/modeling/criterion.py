@@ -1,4 +1,8 @@
-"""The weak-shot training criterion of SimFormer (METHOD.md sections 2-6).
+"""The weak-shot training criterion of SimFormer (docs/method.md sections 2-6).
+
+Each term is a small method looked up by name in ``WeakShotCriterion.loss_map`` (MaskFormer's
+``SetCriterion.get_loss``); the per-mask loss functions are in ``losses.py`` and the pair terms
+(SimNet, distillation) in ``pair_losses.py`` beside SimNet's point sampling.
 
 Terms returned by ``WeakShotCriterion.forward`` (unweighted; ``weight_dict`` holds the weights):
 
@@ -23,99 +27,27 @@ connected to the parameters it normally trains (DDP without ``find_unused_parame
 from __future__ import annotations
 
 import math
-import re
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from simformer.config.checks import check_cfg
+from simformer.utils.comm import get_world_size
+
 from .matcher import HungarianMatcher
 from .point_sampling import (
     calculate_uncertainty,
     get_uncertain_point_coords_with_randomness,
     point_sample,
-    sample_points,
 )
-from .simnet import SimNet, gather_points, sample_pair_points, simnet_pair_loss
+from . import pair_losses
+from .losses import LossWeights, dice_loss, sigmoid_focal_loss
+from .simnet import SimNet
 
-__all__ = [
-    "WeakShotCriterion",
-    "build_criterion",
-    "sigmoid_focal_loss",
-    "dice_loss",
-    "LossWeights",
-]
-
-_AUX_SUFFIX = re.compile(r"^(.*)_(\d+)$")
-
-
-class LossWeights(dict):
-    """``dict`` of loss weights; an auxiliary key ``name_<i>`` falls back to the weight of ``name``.
-
-    Explicit keys are filled for the expected number of decoder layers; the fallback keeps the
-    criterion correct if the decoder has more auxiliary outputs than configured.
-    """
-
-    def __missing__(self, key):
-        m = _AUX_SUFFIX.match(key) if isinstance(key, str) else None
-        if m and dict.__contains__(self, m.group(1)):
-            return dict.__getitem__(self, m.group(1))
-        raise KeyError(key)
-
-    def __contains__(self, key) -> bool:
-        if dict.__contains__(self, key):
-            return True
-        m = _AUX_SUFFIX.match(key) if isinstance(key, str) else None
-        return bool(m and dict.__contains__(self, m.group(1)))
-
-    def get(self, key, default=None):
-        return self[key] if key in self else default
-
-
-def sigmoid_focal_loss(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    weights: Optional[torch.Tensor] = None,
-    alpha: float = 0.25,
-    gamma: float = 2.0,
-) -> torch.Tensor:
-    """Per-row mean sigmoid focal loss.
-
-    Args:
-        logits, targets: ``[M, N]`` (targets in [0, 1]).
-        weights: optional ``[M, N]`` pixel weights (0/1 = valid); the mean is taken over them.
-    Returns:
-        ``[M]``.
-    """
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    if weights is None:
-        return loss.mean(1)
-    return (loss * weights).sum(1) / weights.sum(1).clamp(min=1)
-
-
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-row dice loss ``1 - (2 sum(p t) + 1) / (sum p + sum t + 1)`` over (weighted) pixels: ``[M,N]`` -> ``[M]``."""
-    prob = logits.sigmoid()
-    if weights is not None:
-        prob = prob * weights
-        targets = targets * weights
-    num = 2 * (prob * targets).sum(1)
-    den = prob.sum(1) + targets.sum(1)
-    return 1 - (num + 1) / (den + 1)
-
-
-def _world_size() -> int:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
+__all__ = ["WeakShotCriterion", "build_criterion"]
 
 class WeakShotCriterion(nn.Module):
     """MaskFormer set criterion extended with the SimFormer weak-shot terms.
@@ -245,9 +177,9 @@ class WeakShotCriterion(nn.Module):
     def _num_masks(self, targets: Sequence[dict], device) -> float:
         n = sum(int(self._has_mask(t).sum()) for t in targets)
         num = torch.tensor([float(n)], device=device)
-        if _world_size() > 1:
+        if get_world_size() > 1:
             dist.all_reduce(num)
-        return max(num.item() / _world_size(), 1.0)
+        return max(num.item() / get_world_size(), 1.0)
 
     def _sample_coords(self, coarse_logits: torch.Tensor) -> torch.Tensor:
         """Point coordinates ``[M, train_num_points, 2]`` for the point losses (importance sampled)."""
@@ -273,10 +205,10 @@ class WeakShotCriterion(nn.Module):
         # equals the single-process loss on the whole global batch (the plain per-rank weighted
         # mean would not, as ranks have different numbers of matched queries).
         total = weight[target_classes].sum().detach()
-        if _world_size() > 1:
+        if get_world_size() > 1:
             total = total.clone()
             dist.all_reduce(total)
-            total = total / _world_size()
+            total = total / get_world_size()
         return losses.sum() / total.clamp(min=1e-6)
 
     def loss_masks(self, outputs, targets, indices, num_masks: float) -> Dict[str, torch.Tensor]:
@@ -363,114 +295,52 @@ class WeakShotCriterion(nn.Module):
             "loss_comp_dice": dice_loss(logit, tgt_pts, w_pts).mean(),
         }
 
+    # ------------------------------------------------------------------ the term table
+    def get_loss(self, loss: str, outputs, targets, indices=None, num_masks: float = 1.0,
+                 pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """One term by name (``labels``, ``masks``, ``complementary`` per decoder layer; ``sim``,
+        ``distill`` on the final layer's pairs) -> its dict of loss tensors."""
+        loss_map = {
+            "labels": lambda: {"loss_ce": self.loss_labels(outputs, targets, indices)},
+            "masks": lambda: self.loss_masks(outputs, targets, indices, num_masks),
+            "complementary": lambda: self.loss_complementary(outputs, targets, indices),
+            "sim": lambda: {"loss_sim": self.loss_sim(outputs, targets, pairs)},
+            "distill": lambda: {"loss_dist": self.loss_distill(outputs, targets, pairs)},
+        }
+        if loss not in loss_map:
+            raise KeyError(f"WeakShotCriterion: unknown loss '{loss}'; known: {sorted(loss_map)}")
+        return loss_map[loss]()
+
+    def layer_loss_names(self, comp: bool) -> List[str]:
+        return ["labels", "masks"] + (["complementary"] if comp else [])
+
+    def pair_loss_names(self) -> List[str]:
+        if self.simnet is None:
+            return []
+        return ["sim"] + (["distill"] if self.distill else [])
+
     def _layer_losses(self, outputs, targets, num_masks: float, comp: bool) -> Dict[str, torch.Tensor]:
         indices = self.matcher(outputs, targets)
-        losses = {"loss_ce": self.loss_labels(outputs, targets, indices)}
-        losses.update(self.loss_masks(outputs, targets, indices, num_masks))
-        if comp:
-            losses.update(self.loss_complementary(outputs, targets, indices))
+        losses = {}
+        for name in self.layer_loss_names(comp):
+            losses.update(self.get_loss(name, outputs, targets, indices, num_masks))
         return losses
 
-    # ------------------------------------------------------------------ pair terms
-    def _small_targets(self, targets, size) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Base labels ``int64 [B, h*w]`` and validity ``bool [B, h*w]`` at feature resolution (nearest)."""
-        sem = torch.stack([t["sem_seg"] for t in targets]).float()[:, None]
-        val = torch.stack([t["valid"] for t in targets]).float()[:, None]
-        sem = F.interpolate(sem, size=size, mode="nearest")[:, 0].long().flatten(1)
-        val = F.interpolate(val, size=size, mode="nearest")[:, 0].bool().flatten(1)
-        return sem, val
-
-    def _simnet_zero(self) -> torch.Tensor:
-        return sum(p.sum() for p in self.simnet.parameters()) * 0.0
-
-    def _check_pairs(self, pairs, batch: int, device) -> Optional[torch.Tensor]:
-        if pairs is None:
-            return None
-        pairs = torch.as_tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
-        if pairs.numel() == 0:
-            return None
-        if pairs.min() < 0 or pairs.max() >= batch:
-            raise ValueError(f"pairs {pairs.tolist()} index outside the batch of {batch} images")
-        return pairs
-
+    # ------------------------------------------------------------------ pair terms (pair_losses.py)
     def loss_sim(self, outputs, targets, pairs: Optional[torch.Tensor]) -> torch.Tensor:
-        feats = outputs["mask_features"]
-        pairs = self._check_pairs(pairs, feats.shape[0], feats.device)
-        if pairs is None:
-            return self._simnet_zero()
-        h, w = feats.shape[-2:]
-        labels, valid = self._small_targets(targets, (h, w))
-        labels, valid = labels.to(feats.device), valid.to(feats.device)
-        idx_i, idx_j, _ = sample_pair_points(
-            labels, valid, pairs, self.num_points, self.focus_ratio, self.num_classes, self.ignore_value
-        )
-        f = feats.detach().float().flatten(2)  # SimNet learns; the segmenter is not pushed
-        pi, pj = pairs[:, 0], pairs[:, 1]
-        loss = simnet_pair_loss(
-            self.simnet,
-            gather_points(f, pi, idx_i),
-            gather_points(f, pj, idx_j),
-            gather_points(labels, pi, idx_i),
-            gather_points(labels, pj, idx_j),
-            gather_points(valid, pi, idx_i),
-            gather_points(valid, pj, idx_j),
-            self.ignore_value,
-        )
-        return loss
+        return pair_losses.loss_sim(self.simnet, outputs, targets, pairs, num_points=self.num_points,
+                                    focus_ratio=self.focus_ratio, num_classes=self.num_classes,
+                                    ignore_value=self.ignore_value)
 
-    def distill_loss_at_points(
-        self, outputs, pairs: torch.Tensor, idx_i: torch.Tensor, idx_j: torch.Tensor
-    ) -> torch.Tensor:
-        """L_dist for given pairs ``[P,2]`` and flat point indices ``[P,J]`` (feature resolution).
-
-        Teacher: SimNet (eval mode, no gradient) probability of "similar" for each cross pair
-        (a in image i, b in image j). Student: ReLU(cosine) of the novel score vectors
-        ``S[c] = sum_q softmax(logits)[q, c] * sigmoid(mask_q)`` at the same two points.
-        """
-        feats = outputs["mask_features"].detach().float().flatten(2)
-        pi, pj = pairs[:, 0], pairs[:, 1]
-        was_training = self.simnet.training
-        self.simnet.eval()  # running BN statistics, and no update of them by the teacher pass
-        try:
-            with torch.no_grad():
-                teacher = self.simnet.pair_logits(gather_points(feats, pi, idx_i), gather_points(feats, pj, idx_j))
-                teacher = teacher.softmax(-1)[..., 1]  # [P, J, J]
-        finally:
-            self.simnet.train(was_training)
-        novel = self.novel_class_ids.to(feats.device)
-        cls = outputs["pred_logits"].float().softmax(-1)[:, :, novel]  # [B, Q, Cn]
-        masks = outputs["pred_masks"].float().flatten(2)  # [B, Q, N]
-        s_i = torch.bmm(gather_points(masks, pi, idx_i).sigmoid(), cls[pi])  # [P, J, Cn]
-        s_j = torch.bmm(gather_points(masks, pj, idx_j).sigmoid(), cls[pj])
-        s_i, s_j = F.normalize(s_i, dim=-1, eps=1e-12), F.normalize(s_j, dim=-1, eps=1e-12)
-        # The clamp bounds the BCE gradient 1/s (or 1/(1-s)) at 1/clamp (docs/convergence.md).
-        eps = self.distill_clamp
-        student = torch.bmm(s_i, s_j.transpose(1, 2)).relu().clamp(eps, 1 - eps)
-        # BCE written out: F.binary_cross_entropy refuses to run under autocast
-        bce = -(teacher * student.log() + (1 - teacher) * (1 - student).log())
-        return bce.mean()
+    def distill_loss_at_points(self, outputs, pairs: torch.Tensor, idx_i: torch.Tensor,
+                               idx_j: torch.Tensor) -> torch.Tensor:
+        return pair_losses.distill_loss_at_points(self.simnet, outputs, self.novel_class_ids, pairs, idx_i, idx_j,
+                                                  clamp=self.distill_clamp)
 
     def loss_distill(self, outputs, targets, pairs: Optional[torch.Tensor]) -> torch.Tensor:
-        zero = (outputs["pred_logits"].sum() + outputs["pred_masks"].sum()) * 0.0
-        feats = outputs["mask_features"]
-        pairs = self._check_pairs(pairs, feats.shape[0], feats.device)
-        if pairs is None or self.novel_class_ids.numel() == 0:
-            return zero
-        device = feats.device
-        novel_mask = torch.zeros(self.num_classes, dtype=torch.bool, device=device)
-        novel_mask[self.novel_class_ids.to(device)] = True
-        img_labels = torch.stack([t["image_labels"] for t in targets]).to(device).bool()
-        pi, pj = pairs[:, 0], pairs[:, 1]
-        share = (img_labels[pi] & img_labels[pj] & novel_mask).any(1)
-        labels, valid = self._small_targets(targets, feats.shape[-2:])
-        region = (labels.to(device) == self.ignore_value) & valid.to(device)  # non-base real pixels
-        keep = share & region[pi].any(1) & region[pj].any(1)
-        if not keep.any():
-            return zero
-        pairs = pairs[keep]
-        P = pairs.shape[0]
-        idx = sample_points(region[torch.cat([pairs[:, 0], pairs[:, 1]])], self.num_points)
-        return self.distill_loss_at_points(outputs, pairs, idx[:P], idx[P:]) + zero
+        return pair_losses.loss_distill(self.simnet, outputs, targets, pairs, novel_class_ids=self.novel_class_ids,
+                                        num_classes=self.num_classes, num_points=self.num_points,
+                                        clamp=self.distill_clamp, ignore_value=self.ignore_value)
 
     # ------------------------------------------------------------------ forward
     def forward(self, outputs: dict, targets: Sequence[dict], pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -497,10 +367,8 @@ class WeakShotCriterion(nn.Module):
         num_masks = self._num_masks(targets, device)
         final = {k: outputs[k] for k in ("pred_logits", "pred_masks")}
         losses = self._layer_losses(final, targets, num_masks, self.complementary)
-        if self.simnet is not None:
-            losses["loss_sim"] = self.loss_sim(outputs, targets, pairs)
-            if self.distill:
-                losses["loss_dist"] = self.loss_distill(outputs, targets, pairs)
+        for name in self.pair_loss_names():
+            losses.update(self.get_loss(name, outputs, targets, pairs=pairs))
         if self.deep_supervision:
             comp = self.complementary and self.comp_deep_supervision
             for i, aux in enumerate(outputs.get("aux_outputs") or []):
@@ -512,16 +380,7 @@ class WeakShotCriterion(nn.Module):
 def build_criterion(cfg, num_classes: int, novel_class_ids) -> WeakShotCriterion:
     """Build the criterion (and its SimNet) from ``MODEL.MASK_FORMER.*`` and ``WEAKSHOT.*``."""
     mf, ws = cfg.MODEL.MASK_FORMER, cfg.WEAKSHOT
-    if ws.PAIR_MODE == "none" and (ws.SIMNET.ENABLED or ws.DISTILL.ENABLED):
-        raise ValueError(
-            "WEAKSHOT.PAIR_MODE 'none' provides no image pairs: set WEAKSHOT.SIMNET.ENABLED False and "
-            "WEAKSHOT.DISTILL.ENABLED False (or use PAIR_MODE 'cross' / 'self')"
-        )
-    if ws.DISTILL.ENABLED and not ws.SIMNET.ENABLED:
-        raise ValueError(
-            "WEAKSHOT.DISTILL.ENABLED needs SimNet as teacher: set WEAKSHOT.SIMNET.ENABLED True "
-            "or WEAKSHOT.DISTILL.ENABLED False"
-        )
+    check_cfg(cfg)  # pairing rules (a config from load_cfg has passed them already)
     matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT)
     simnet = None
     if ws.SIMNET.ENABLED:

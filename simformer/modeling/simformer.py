@@ -11,27 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simformer.data.split import Split
+from simformer.config.checks import novel_masks as cfg_novel_masks
+from simformer.data.class_split import Split
 
 from .backbone import build_backbone
 from .criterion import build_criterion
+from .image_list import normalize_images, pad_batch
 from .inference import sem_seg_postprocess, semantic_inference, tta_inference
 from .pixel_decoder import build_pixel_decoder
+from .registry import register_meta_arch
 from .transformer_decoder import build_transformer_predictor
-
-
-def pad_batch(tensors: List[torch.Tensor], size_divisibility: int, pad_value: float) -> torch.Tensor:
-    """Stack [..., H_i, W_i] tensors into [B, ..., H, W], padding bottom/right to a common size
-    that is a multiple of ``size_divisibility``."""
-    max_h = max(t.shape[-2] for t in tensors)
-    max_w = max(t.shape[-1] for t in tensors)
-    if size_divisibility > 1:
-        max_h = -(-max_h // size_divisibility) * size_divisibility
-        max_w = -(-max_w // size_divisibility) * size_divisibility
-    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], max_h, max_w), pad_value)
-    for i, t in enumerate(tensors):  # a copy per image, not per pixel
-        out[i, ..., : t.shape[-2], : t.shape[-1]].copy_(t)
-    return out
 
 
 class SimFormer(nn.Module):
@@ -79,9 +68,7 @@ class SimFormer(nn.Module):
         return outputs
 
     def normalize(self, batched_inputs: List[dict]) -> torch.Tensor:
-        images = [(x["image"].to(self.device, non_blocking=True) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
-        return pad_batch(images, self.size_divisibility, 0.0)
+        return normalize_images(batched_inputs, self.pixel_mean, self.pixel_std, self.size_divisibility)
 
     def forward(self, batched_inputs: List[dict]):
         """Training: a list of sample dicts (docs/design.md) -> dict of weighted loss terms.
@@ -186,20 +173,15 @@ class SimFormer(nn.Module):
         return {"class_probs": outputs["pred_logits"][0].softmax(-1), "mask_probs": masks}
 
 
-def build_model(cfg, num_classes: int, split: Optional[Split]) -> nn.Module:
-    """Build the model named by MODEL.META_ARCHITECTURE. ``split`` None = every class base."""
-    if cfg.MODEL.META_ARCHITECTURE == "CAM":
-        from .cam import build_cam_model
-
-        return build_cam_model(cfg, num_classes)
-    if cfg.MODEL.META_ARCHITECTURE != "SimFormer":
-        raise ValueError(f"MODEL.META_ARCHITECTURE must be 'SimFormer' or 'CAM', got '{cfg.MODEL.META_ARCHITECTURE}'")
+@register_meta_arch("SimFormer")
+def build_simformer(cfg, num_classes: int, split: Optional[Split]) -> SimFormer:
+    """SimFormer from the config; ``split`` None = every class base (plain MaskFormer targets)."""
     novel_ids = torch.tensor(list(split.novel) if split is not None else [], dtype=torch.long)
     backbone = build_backbone(cfg)
     input_shape = {k: (backbone.out_channels[k], backbone.out_strides[k]) for k in ("res2", "res3", "res4", "res5")}
     pixel_decoder = build_pixel_decoder(cfg, input_shape)
     predictor = build_transformer_predictor(cfg, pixel_decoder.transformer_in_channels, num_classes)
-    novel_masks = bool(cfg.WEAKSHOT.NOVEL_MASKS or cfg.WEAKSHOT.PSEUDO_LABEL_DIR)
+    novel_masks = cfg_novel_masks(cfg)
     criterion = build_criterion(cfg, num_classes, novel_ids if not novel_masks else novel_ids[:0])
     tta = None
     if cfg.TEST.AUG.ENABLED:

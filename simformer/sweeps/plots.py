@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .stats import StatsWarning, _clean, _ordered, check_columns, summarize
+from simformer.stats import StatsWarning, check_columns, clean_table, first_seen_order, summarize
 
 
 class PlotResult(NamedTuple):
@@ -58,8 +58,8 @@ def plot_bars(df: pd.DataFrame, *, metric: str, confidence: float = 0.95,
     ``axes.containers[i]`` is the BarContainer of ``methods[i]`` (label = method name).
     """
     summ = summarize(df, metric, confidence=confidence)
-    methods = _select(_ordered(summ["method"]), methods, "method(s)")
-    splits = _select(_ordered(summ["split"]), splits, "split(s)")
+    methods = _select(first_seen_order(summ["method"]), methods, "method(s)")
+    splits = _select(first_seen_order(summ["split"]), splits, "split(s)")
     m_count = len(methods)
     fig, ax = _figure((max(6.0, 1.0 + len(splits) * (0.5 + 0.35 * m_count)), 4.2))
     x = np.arange(len(splits), dtype=float)
@@ -105,9 +105,9 @@ def plot_curve(df: pd.DataFrame, *, param: str, metric: str, group: Optional[str
                       StatsWarning, stacklevel=2)
     if d.empty:
         raise ValueError(f"no rows with a value for parameter '{param}'")
-    d = _clean(d, metric, required=("split",))
+    d = clean_table(d, metric, required=("split",))
     if group is None and "method" in d.columns and d["method"].nunique() > 1:
-        raise ValueError(f"results hold several methods {_ordered(d['method'])}; pass "
+        raise ValueError(f"results hold several methods {first_seen_order(d['method'])}; pass "
                          "group='method' (--group method) or filter the CSV to one method")
     keys = ["split"] + ([group] if group and group != "split" else [])
     summ = summarize(d, metric, by=keys + [param], confidence=confidence)
@@ -117,14 +117,14 @@ def plot_curve(df: pd.DataFrame, *, param: str, metric: str, group: Optional[str
         summ["x"] = numeric.astype(float)
         ticks = None
     else:
-        cats = [str(v) for v in _ordered(d[param].astype(str))]
+        cats = [str(v) for v in first_seen_order(d[param].astype(str))]
         summ["x"] = summ[param].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
         ticks = cats
     summ["line"] = summ[keys].astype(str).agg(" / ".join, axis=1)
 
     fig, ax = _figure((5.0, 3.6))
     parts = []
-    for label in _ordered(summ["line"]):
+    for label in first_seen_order(summ["line"]):
         rows = summ[summ["line"] == label].sort_values("x")
         ax.errorbar(rows["x"], rows["mean"], yerr=_yerr(rows), marker="o", ms=4, capsize=3,
                     label=label)

@@ -10,9 +10,16 @@ import sys
 import numpy as np
 
 
+def checkout_root() -> str:
+    """The folder that holds the ``simformer`` package (the checkout: configs/, splits/, ...).
+
+    The one place that knows it; relative paths in shipped configs and sweeps resolve from here."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def git_commit(path: str | None = None) -> str:
     """The git commit of the simformer checkout ('unknown' outside git), '+dirty' if modified."""
-    path = path or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = path or checkout_root()
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True,
                              text=True, timeout=10).stdout.strip()

@@ -69,7 +69,7 @@ def test_quartiles_match_numpy():
 
 
 def test_synthetic_batch_contract():
-    from simformer.data.splits import paper_split
+    from simformer.data.class_split_gen import paper_split
 
     split = paper_split("ade20k/split1")
     sf = C.synthetic_batch(split, 4, 40, 48, seed=3, pairs=True, novel_masks=False)

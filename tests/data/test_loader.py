@@ -9,8 +9,8 @@ from PIL import Image
 
 from simformer.config import get_cfg
 from simformer.data.catalog import get_dataset_dicts, register_folder
-from simformer.data.loader import (TrainingSampler, TrainSampleDataset, build_test_loader,
-                                   build_train_loader, shard_range)
+from simformer.data.loader import (TrainingSampler, TrainSampleDataset, sharded_test_loader,
+                                   batched_train_loader, shard_range)
 from simformer.data.mapper import WeakShotDatasetMapper
 from simformer.utils.io import save_label_png
 
@@ -135,9 +135,9 @@ def test_dataset_rng_and_reference(records, mapper):
 
 def test_loader_worker_count_does_not_matter(records, mapper):
     ref = FakeReferenceSampler(len(records))
-    b0 = _take(build_train_loader(_cfg(workers=0, pair_mode="cross"), records=records, mapper=mapper,
+    b0 = _take(batched_train_loader(_cfg(workers=0, pair_mode="cross"), records=records, mapper=mapper,
                                   reference_sampler=ref), 4)
-    b2 = _take(build_train_loader(_cfg(workers=2, pair_mode="cross"), records=records, mapper=mapper,
+    b2 = _take(batched_train_loader(_cfg(workers=2, pair_mode="cross"), records=records, mapper=mapper,
                                   reference_sampler=ref), 4)
     for x, y in zip(b0, b2):
         _assert_samples_equal(x, y)
@@ -146,34 +146,34 @@ def test_loader_worker_count_does_not_matter(records, mapper):
 
 
 def test_two_ranks_equal_one_rank_and_accumulation(records, mapper):
-    one = _take(build_train_loader(_cfg(ims=4), records=records, mapper=mapper), 3)
-    r0 = _take(build_train_loader(_cfg(ims=4), records=records, mapper=mapper, rank=0, world_size=2), 3)
-    r1 = _take(build_train_loader(_cfg(ims=4), records=records, mapper=mapper, rank=1, world_size=2), 3)
+    one = _take(batched_train_loader(_cfg(ims=4), records=records, mapper=mapper), 3)
+    r0 = _take(batched_train_loader(_cfg(ims=4), records=records, mapper=mapper, rank=0, world_size=2), 3)
+    r1 = _take(batched_train_loader(_cfg(ims=4), records=records, mapper=mapper, rank=1, world_size=2), 3)
     for it in range(3):
         assert len(r0[it]) == len(r1[it]) == 2 and len(one[it]) == 4
         # rank r holds global positions 4*it + r + 2j
         _assert_samples_equal(one[it], [r0[it][0], r1[it][0], r0[it][1], r1[it][1]])
-    acc = _take(build_train_loader(_cfg(ims=4, accum=2), records=records, mapper=mapper), 6)
+    acc = _take(batched_train_loader(_cfg(ims=4, accum=2), records=records, mapper=mapper), 6)
     for it in range(3):
         _assert_samples_equal(one[it], acc[2 * it] + acc[2 * it + 1])
     # Resuming at iteration 2 continues exactly where the uninterrupted run is.
-    resumed = _take(build_train_loader(_cfg(ims=4), records=records, mapper=mapper, start_iter=2), 1)
+    resumed = _take(batched_train_loader(_cfg(ims=4), records=records, mapper=mapper, start_iter=2), 1)
     _assert_samples_equal(resumed[0], one[2])
-    r1_res = _take(build_train_loader(_cfg(ims=4, accum=2), records=records, mapper=mapper, rank=1,
+    r1_res = _take(batched_train_loader(_cfg(ims=4, accum=2), records=records, mapper=mapper, rank=1,
                                       world_size=2, start_iter=1), 2)
     _assert_samples_equal(r1_res[0] + r1_res[1], r1[1])
 
 
 def test_loader_batch_size_errors(records, mapper):
     with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH"):
-        build_train_loader(_cfg(ims=6, accum=4), records=records, mapper=mapper)
+        batched_train_loader(_cfg(ims=6, accum=4), records=records, mapper=mapper)
     with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH"):
-        build_train_loader(_cfg(ims=6, pair_mode="cross"), records=records, mapper=mapper, world_size=2,
+        batched_train_loader(_cfg(ims=6, pair_mode="cross"), records=records, mapper=mapper, world_size=2,
                            reference_sampler=FakeReferenceSampler(N))  # 3 per rank: odd with pairs
     with pytest.raises(ValueError, match="PAIR_MODE"):
-        build_train_loader(_cfg(pair_mode="cross"), records=records, mapper=mapper)
+        batched_train_loader(_cfg(pair_mode="cross"), records=records, mapper=mapper)
     with pytest.raises(ValueError, match="PAIR_MODE"):
-        build_train_loader(_cfg(pair_mode="none"), records=records, mapper=mapper,
+        batched_train_loader(_cfg(pair_mode="none"), records=records, mapper=mapper,
                            reference_sampler=FakeReferenceSampler(N))
 
 
@@ -183,11 +183,11 @@ def test_test_loader_shards_contiguously(records):
     assert [shard_range(2, r, 3) for r in range(3)] == [(0, 1), (1, 2), (2, 2)]
     seen = []
     for r in range(3):
-        items = list(build_test_loader(records, m, rank=r, world_size=3))
+        items = list(sharded_test_loader(records, m, rank=r, world_size=3))
         assert all(len(b) == 1 for b in items)
         ids = [b[0]["index"] for b in items]
         assert ids == list(range(ids[0], ids[0] + len(ids))) if ids else True
         seen += ids
     assert seen == list(range(N))
-    again = [b[0]["index"] for b in build_test_loader(records, m, num_workers=2)]
+    again = [b[0]["index"] for b in sharded_test_loader(records, m, num_workers=2)]
     assert again == list(range(N))

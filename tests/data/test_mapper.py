@@ -8,7 +8,7 @@ from PIL import Image
 from simformer.config import get_cfg
 from simformer.data.catalog import get_dataset_dicts, register_folder
 from simformer.data.mapper import WeakShotDatasetMapper, build_mapper
-from simformer.data.split import make_split
+from simformer.data.class_split import make_split
 from simformer.utils.io import save_label_png
 
 K = 6

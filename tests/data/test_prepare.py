@@ -1,4 +1,4 @@
-"""ADE20K / COCO-Stuff-10K conversion (simformer.data.prepare) and `simformer prepare`."""
+"""ADE20K / COCO-Stuff-10K conversion (simformer.data.datasets.prepare) and `simformer prepare`."""
 import argparse
 import os
 import shutil
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from simformer.commands import prepare as prepare_cmd
-from simformer.data import prepare
+from simformer.data.datasets import prepare
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "ade20k", "ADEChallengeData2016")
 STEMS = ["ADE_val_00000001", "ADE_val_00000002", "ADE_val_00000003"]

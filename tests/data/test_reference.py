@@ -6,7 +6,7 @@ from simformer.data.reference import ReferenceSampler, pair_statistics
 
 
 def brute_force(presence, novel_mask):
-    """Level and candidate count of every image, straight from METHOD.md section 4."""
+    """Level and candidate count of every image, straight from docs/method.md section 4."""
     n = len(presence)
     levels, counts = [], []
     for i in range(n):

@@ -10,8 +10,8 @@ from PIL import Image
 
 from simformer.commands import split as split_cmd
 from simformer.data import catalog
-from simformer.data.split import SplitError, load_split, make_split
-from simformer.data.splits import (format_summary, nested_splits, paper_split, paper_split_keys, random_split,
+from simformer.data.class_split import SplitError, load_split, make_split
+from simformer.data.class_split_gen import (format_summary, nested_splits, paper_split, paper_split_keys, random_split,
                                    split_summary)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

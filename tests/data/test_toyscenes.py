@@ -1,4 +1,4 @@
-"""ToyScenes generator (simformer.data.toyscenes) and `simformer prepare toyscenes`."""
+"""ToyScenes generator (simformer.data.datasets.toyscenes) and `simformer prepare toyscenes`."""
 import argparse
 import json
 import os
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from simformer.commands import prepare as prepare_cmd
-from simformer.data import toyscenes as ts
+from simformer.data.datasets import toyscenes as ts
 
 SMALL = dict(num_train=40, num_val=8, size=48, seed=0)
 QUIET = dict(progress=False, log=lambda s: None)

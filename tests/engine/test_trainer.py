@@ -20,7 +20,7 @@ def cfg_for(out, *extra):
 def test_tiny_model_overfits_two_images(tmp_path, monkeypatch):
     """All classes supervised, no augmentation, frozen pretrained backbone, evaluated on its own
     two 128 px training images (at 64 px the stride-4 masks cannot resolve thin things)."""
-    from simformer.data.toyscenes import generate_toyscenes
+    from simformer.data.datasets.toyscenes import generate_toyscenes
 
     torch.set_num_threads(2)
     generate_toyscenes(str(tmp_path / "ds" / "toyscenes"), num_train=2, num_val=1, size=128, seed=0, progress=False)
@@ -104,7 +104,7 @@ def test_lr_schedule_formula():
 
 def test_param_groups(toy_env, tmp_path):
     from simformer.engine.solver import build_optimizer
-    from simformer.modeling.simformer import build_model
+    from simformer.modeling.meta_arch import build_model
 
     cfg = cfg_for(tmp_path / "g")
     model = build_model(cfg, 24, None)

@@ -9,7 +9,7 @@ import pytest
 
 from simformer.commands import score
 from simformer.data.catalog import class_names
-from simformer.data.split import make_split, save_split
+from simformer.data.class_split import make_split, save_split
 from simformer.evaluation.sem_seg import SemSegEvaluator
 from simformer.utils.io import save_label_png
 

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
+from simformer.evaluation.evaluator import build_evaluator
 from simformer.evaluation.sem_seg import (
-    METRIC_KEYS, SemSegEvaluator, build_evaluator, confusion_matrix, format_table, harmonic_mean, write_results,
+    METRIC_KEYS, SemSegEvaluator, confusion_matrix, format_table, harmonic_mean, write_results,
 )
 
 K = 7
@@ -312,7 +313,7 @@ def test_write_results_and_table(tmp_path):
 def test_build_evaluator_reads_config(tmp_path):
     from simformer.config import get_cfg
     from simformer.data.catalog import class_names
-    from simformer.data.split import make_split, save_split
+    from simformer.data.class_split import make_split, save_split
 
     cfg = get_cfg()
     cfg.TEST.MIOU_CONVENTION = "v0.6"

@@ -242,7 +242,7 @@ def test_short_training_decreases_loss_and_localises():
 
 def test_build_cam_model_from_config_with_real_backbone():
     from simformer.config import get_cfg
-    from simformer.modeling.simformer import build_model
+    from simformer.modeling.meta_arch import build_model
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -5,8 +5,9 @@ import torch
 from tiny_config import TINY
 
 from simformer.config import load_cfg
-from simformer.data.split import make_split
-from simformer.modeling.simformer import SimFormer, build_model
+from simformer.data.class_split import make_split
+from simformer.modeling.meta_arch import build_model
+from simformer.modeling.simformer import SimFormer
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
 NAMES = [f"c{i}" for i in range(6)]

@@ -10,14 +10,26 @@ from simformer.modeling.point_sampling import (
     point_sample,
     sample_points,
 )
-from simformer.modeling.simnet import (
-    SimNet,
+from simformer.modeling.pair_losses import (
     balanced_pair_loss,
-    make_cross_pairs,
     pair_targets,
     sample_pair_points,
     simnet_pair_loss,
 )
+from simformer.modeling.simnet import SimNet
+
+
+def make_cross_pairs(feat_a: torch.Tensor, feat_b: torch.Tensor) -> torch.Tensor:
+    """Reference for SimNet.pair_logits, written out (test-only): all cross pairs: ``out[p, a, b] = cat(feat_a[p, a], feat_b[p, b])``.
+
+    ``feat_a [P,J,C]``, ``feat_b [P,K,C]`` -> ``[P,J,K,2C]``.
+    """
+    P, J, C = feat_a.shape
+    K = feat_b.shape[1]
+    return torch.cat(
+        [feat_a[:, :, None, :].expand(P, J, K, C), feat_b[:, None, :, :].expand(P, J, K, feat_b.shape[2])],
+        dim=-1,
+    )
 
 
 def _randomise_bn(net, seed=0):

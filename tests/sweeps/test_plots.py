@@ -9,7 +9,7 @@ from PIL import Image
 from scipy import stats as sps
 
 from simformer.sweeps import plots as P
-from simformer.sweeps.stats import StatsWarning
+from simformer.stats import StatsWarning
 
 SPLITS = ["coco/split1", "coco/split2"]
 METHODS = ["retab", "simformer"]

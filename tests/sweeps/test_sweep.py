@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from simformer.config import load_cfg
-from simformer.sweeps import sweep as S
+from simformer import sweeps as S
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPLIT1 = os.path.join(REPO, "splits", "toyscenes", "split1.json")
@@ -361,7 +361,7 @@ def test_ctrl_c_stops_children_cleanly(env):
     script = env.tmp / "driver.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from simformer.sweeps import sweep as S
+        from simformer import sweeps as S
         sw = S.load_sweep({str(env.tmp / 'sweep.yaml')!r})
         try:
             S.run_local(sw.runs[:2], jobs=2, runner={env.runner!r}, grace_s=10)
@@ -427,7 +427,7 @@ def test_cli_runs_collects_and_stats_reads(env, monkeypatch, capsys):
     os.unlink(csv)
     assert _cli([path, "--collect"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(csv), table)
-    from simformer.sweeps.stats import load_results
+    from simformer.stats import load_results
 
     df = load_results(str(csv), metric="novel_miou", required=("run", "method", "split", "seed"))
     assert len(df) == 8
@@ -506,7 +506,7 @@ def test_missing_runner_is_a_failed_run(env):
 def test_stage1_from_points_at_the_same_seed_of_the_other_method(tmp_path):
     import yaml
 
-    from simformer.sweeps.sweep import SweepError, load_sweep
+    from simformer.sweeps import SweepError, load_sweep
 
     root = os.path.join(os.path.dirname(__file__), "..", "..")
     spec = {

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .build import BACKBONE_REGISTRY, Backbone, FrozenBatchNorm2d
+from .base import BACKBONE_REGISTRY, Backbone, FrozenBatchNorm2d
 
 __all__ = ["EfficientNetLite", "MBConvBlock", "LITE0_STAGES", "EFFICIENTNET_LITE_PIXEL_MEAN",
            "EFFICIENTNET_LITE_PIXEL_STD"]

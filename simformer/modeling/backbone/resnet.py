@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .build import BACKBONE_REGISTRY, Backbone, FrozenBatchNorm2d
+from .base import BACKBONE_REGISTRY, Backbone, FrozenBatchNorm2d
 
 __all__ = ["Bottleneck", "ResNet", "RESNET_DEPTHS"]
 

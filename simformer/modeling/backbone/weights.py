@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .build import FrozenBatchNorm2d
+from .base import FrozenBatchNorm2d
 
 __all__ = ["load_backbone_weights", "read_checkpoint", "restricted_pickle_load", "rename_resnet_key",
            "resolve_weights_path", "PYPI_WEIGHTS"]

@@ -8,7 +8,7 @@ A split file is JSON::
 
 ids are contiguous training ids (= pixel values after preparation). ``load_split`` validates it
 (disjoint, union = all classes, names equal the dataset's) and raises ``SplitError`` otherwise.
-Generation lives in ``simformer.data.splits``.
+Generation lives in ``simformer.data.class_split_gen``.
 """
 from __future__ import annotations
 
@@ -42,9 +42,6 @@ class Split:
         m[list(self.novel)] = True
         return m
 
-    def base_mask(self) -> np.ndarray:
-        return ~self.novel_mask()
-
     def to_json(self) -> dict:
         from simformer import __version__
 
@@ -56,9 +53,6 @@ class Split:
             "source": self.source,
             "simformer_version": __version__,
         }
-
-    def summary_names(self) -> str:
-        return ", ".join(self.class_names[i] for i in self.novel)
 
 
 def make_split(dataset: str, class_names: Sequence[str], novel: Sequence[int], source: Optional[dict] = None) -> Split:
@@ -72,6 +66,18 @@ def make_split(dataset: str, class_names: Sequence[str], novel: Sequence[int], s
 def all_base_split(dataset: str, class_names: Sequence[str]) -> Split:
     """Every class base: the fully supervised (FullyOracle) setting."""
     return make_split(dataset, class_names, [], {"method": "all-base"})
+
+
+def resolve_split(cfg, dataset_name: str) -> Split:
+    """The configured split (``WEAKSHOT.SPLIT``, validated against the dataset's classes), or all-base."""
+    from simformer.config import resolve_path
+
+    from .catalog import get_dataset
+
+    info = get_dataset(dataset_name)
+    if not cfg.WEAKSHOT.SPLIT:
+        return all_base_split(info.family, info.classes)
+    return load_split(resolve_path(cfg.WEAKSHOT.SPLIT), expected_names=info.classes)
 
 
 def validate_split(split: Split, expected_names: Optional[Sequence[str]] = None, where: str = "split") -> None:

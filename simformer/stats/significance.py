@@ -1,4 +1,4 @@
-"""Statistics across seeds (METHOD.md section 9): mean +- std, tests against a baseline, tables.
+"""Statistics across seeds (docs/method.md section 9): mean +- std and tests against a baseline.
 
 Input is a results table with one row per run. The columns a sweep writes are
 ``run, method, split, seed, novel_miou, base_miou, miou, hm`` (metrics in percent); extra columns
@@ -28,133 +28,21 @@ Conventions, stated next to every p-value (the ``test`` column and table footnot
 * Holm's step-down correction is applied across the splits within each method (baseline rows and
   NaN p-values are not part of the family).
 """
+
 from __future__ import annotations
 
-import json
 import math
-import os
 import warnings
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
-
+from typing import Dict, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-RESULT_COLUMNS = ("run", "method", "split", "seed", "novel_miou", "base_miou", "miou", "hm")
-METRICS = ("novel_miou", "base_miou", "miou", "hm")
-STATS_COLUMNS = [
-    "method", "split", "n", "mean", "std", "diff", "ci_low", "ci_high",
-    "p_value", "p_holm", "hedges_g", "test",
-]
-EXTRA_COLUMNS = [
-    "n_baseline", "baseline_mean", "baseline_std", "estimate", "statistic", "df", "ci_level",
-    "significant",
-]
-TESTS = ("welch", "student", "paired", "mannwhitney")
-ALTERNATIVES = ("two-sided", "greater", "less")
-DDOF = 1
+from .results import (ALTERNATIVES, DDOF, EXTRA_COLUMNS, STATS_COLUMNS, TESTS, StatsWarning, clean_table,
+                      first_seen_order)
+
+
 # Largest group size for which the exact U distribution is used (DP cost ~ m * n * m * n).
 MW_EXACT_MAX = 50
-
-
-class StatsWarning(UserWarning):
-    """A statistic could not be computed (too few runs, zero variance, missing baseline)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Input
-# --------------------------------------------------------------------------------------------
-def check_columns(df: pd.DataFrame, columns: Iterable[str], *, source: str = "results") -> None:
-    """Raise ValueError naming the first missing column and listing the columns present."""
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{source}: missing column(s) {missing}; columns present: {list(df.columns)}. "
-            "A results CSV needs one row per run with at least method, split, seed and the metric."
-        )
-
-
-def check_metric(df: pd.DataFrame, metric: str, *, source: str = "results") -> None:
-    """Raise ValueError if ``metric`` is not a numeric column of ``df``."""
-    if metric in df.columns:
-        return
-    numeric = [c for c in df.columns if c not in ("run", "method", "split", "seed")
-               and pd.api.types.is_numeric_dtype(df[c])]
-    if metric in METRICS:
-        raise ValueError(f"{source}: metric column '{metric}' is missing; columns present: "
-                         f"{list(df.columns)}")
-    raise ValueError(f"{source}: unknown metric '{metric}' (not a column). Known metrics: "
-                     f"{list(METRICS)}; numeric columns present: {numeric}")
-
-
-def load_results(path: str, *, metric: Optional[str] = None,
-                 required: Sequence[str] = ("method", "split")) -> pd.DataFrame:
-    """Read a results CSV; check that ``required`` columns and ``metric`` exist.
-
-    ``method`` and ``split`` are read as strings, ``seed`` as given. Raises FileNotFoundError /
-    ValueError naming the file.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Results file not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype={"method": str, "split": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"Cannot parse results CSV {path}: {e}") from e
-    df.columns = [str(c).strip() for c in df.columns]
-    check_columns(df, required, source=path)
-    if metric is not None:
-        check_metric(df, metric, source=path)
-    if df.empty:
-        raise ValueError(f"{path}: no rows (one row per run expected)")
-    return df
-
-
-def _clean(df: pd.DataFrame, metric: str, *, required: Sequence[str] = ("method", "split"),
-           source: str = "results") -> pd.DataFrame:
-    """Copy with string method/split, numeric metric; rows whose metric is NaN are dropped (warned)."""
-    check_columns(df, required, source=source)
-    check_metric(df, metric, source=source)
-    out = df.copy()
-    for c in ("method", "split"):
-        if c in out.columns:
-            out[c] = out[c].astype(str)
-    values = pd.to_numeric(out[metric], errors="coerce")
-    bad = values.isna() & out[metric].notna()
-    if bad.any():
-        raise ValueError(f"{source}: column '{metric}' has non-numeric values "
-                         f"{out.loc[bad, metric].unique()[:5].tolist()}")
-    out[metric] = values.astype(float)
-    if values.isna().any():
-        kind, who = ("runs", out.loc[values.isna(), "run"].tolist()) if "run" in out.columns \
-            else ("rows", out.index[values.isna()].tolist())
-        warnings.warn(f"{source}: {int(values.isna().sum())} row(s) without '{metric}' ignored "
-                      f"({kind} {who[:10]})", StatsWarning, stacklevel=3)
-        out = out[values.notna()]
-    if out.empty:
-        raise ValueError(f"{source}: no rows with a value for '{metric}'")
-    return out
-
-
-def _ordered(values: pd.Series) -> List[str]:
-    """Unique values in first-appearance order (tables follow the CSV order, not alphabetical)."""
-    return list(pd.unique(values))
-
-
-# --------------------------------------------------------------------------------------------
-# Descriptive statistics
-# --------------------------------------------------------------------------------------------
-def t_interval(values: np.ndarray, confidence: float = 0.95) -> Tuple[float, float, float]:
-    """Mean and two-sided Student-t CI of the mean of ``values`` (1-D); NaN CI when n < 2."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    n = x.size
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    m = float(x.mean())
-    if n < 2:
-        return m, math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * x.std(ddof=DDOF) / math.sqrt(n)
-    return m, m - half, m + half
 
 
 def summarize(df: pd.DataFrame, metric: str, *, by: Sequence[str] = ("method", "split"),
@@ -165,7 +53,7 @@ def summarize(df: pd.DataFrame, metric: str, *, by: Sequence[str] = ("method", "
     """
     from scipy import stats
 
-    d = _clean(df, metric, required=tuple(by))
+    d = clean_table(df, metric, required=tuple(by))
     g = d.groupby(list(by), sort=False)[metric]
     out = g.agg(n="count", mean="mean", std=lambda s: s.std(ddof=DDOF)).reset_index()
     out["n"] = out["n"].astype(int)
@@ -178,9 +66,6 @@ def summarize(df: pd.DataFrame, metric: str, *, by: Sequence[str] = ("method", "
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# Effect sizes, multiple testing, Mann-Whitney CI
-# --------------------------------------------------------------------------------------------
 def hedges_g(x: np.ndarray, y: np.ndarray) -> float:
     """Hedges' g of x vs y: (mean x - mean y) / pooled SD (ddof=1) * (1 - 3 / (4 (nx + ny) - 9))."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -289,9 +174,6 @@ def hodges_lehmann(x: np.ndarray, y: np.ndarray, *, alpha: float = 0.05,
     return shift, lo, hi, 1 - 2 * tail_mass
 
 
-# --------------------------------------------------------------------------------------------
-# Tests
-# --------------------------------------------------------------------------------------------
 def _sidedness(alternative: str) -> str:
     return {"two-sided": "two-sided", "greater": "one-sided (method > baseline)",
             "less": "one-sided (method < baseline)"}[alternative]
@@ -424,13 +306,13 @@ def compare(df: pd.DataFrame, *, metric: str, baseline: str, test: str = "welch"
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     required = ("method", "split", "seed") if test == "paired" else ("method", "split")
-    d = _clean(df, metric, required=required)
-    methods = _ordered(d["method"])
+    d = clean_table(df, metric, required=required)
+    methods = first_seen_order(d["method"])
     baseline = str(baseline)
     if baseline not in methods:
         raise ValueError(f"baseline '{baseline}' not found; methods available: {methods}")
     methods = [baseline] + [m for m in methods if m != baseline]
-    splits = _ordered(d["split"])
+    splits = first_seen_order(d["split"])
     groups = {k: g for k, g in d.groupby(["method", "split"], sort=False)}
 
     rows = []
@@ -478,176 +360,3 @@ def compare(df: pd.DataFrame, *, metric: str, baseline: str, test: str = "welch"
     out.attrs.update(metric=metric, baseline=baseline, test=test, alpha=alpha,
                      alternative=alternative, description=describe_test(test, alternative))
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-def _num(v: float, nd: int = 2) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if math.isinf(v):
-        return "+inf" if v > 0 else "-inf"
-    return f"{v:.{nd}f}"
-
-
-def _p(v: float) -> str:
-    if v is None or math.isnan(v):
-        return "n/a"
-    return f"{v:.2e}" if v < 1e-3 else f"{v:.3f}"
-
-
-def _mean_std(mean: float, std: float, pm: str = " ± ") -> str:
-    return _num(mean) if (std is None or math.isnan(std)) else f"{_num(mean)}{pm}{_num(std)}"
-
-
-def _ci_header(table: pd.DataFrame) -> str:
-    lvl = 1 - table.attrs.get("alpha", 0.05)
-    side = table.attrs.get("alternative", "two-sided")
-    return f"{lvl * 100:g}% CI" + ("" if side == "two-sided" else " (one-sided)")
-
-
-def tests_used(table: pd.DataFrame) -> str:
-    """The distinct test descriptions of a ``compare`` table's rows ("; "-joined)."""
-    tests = [t for t in _ordered(table["test"]) if t != "baseline" and not t.startswith("no baseline")]
-    return "; ".join(tests) if tests else table.attrs.get("description", "")
-
-
-def _footnote(table: pd.DataFrame) -> str:
-    a = table.attrs
-    desc = tests_used(table)
-    levels = table["ci_level"].dropna()
-    nominal = 1 - a.get("alpha", 0.05)
-    attained = ""
-    if len(levels) and not np.allclose(levels, nominal):
-        attained = (" Attained coverage of the distribution-free CI: "
-                    + ", ".join(f"{v:.1%}" for v in sorted(set(np.round(levels, 4)))) + ".")
-    g = "Hedges' g_z (paired)" if a.get("test") == "paired" else "Hedges' g (pooled SD)"
-    return (f"Test: {desc}. Baseline: {a.get('baseline', '?')}; alpha = {a.get('alpha', 0.05):g}; "
-            f"metric: {a.get('metric', '?')} (mean ± std, ddof=1); diff = mean(method) - "
-            f"mean(baseline); p_holm: Holm across splits within each method; g: {g}.{attained}")
-
-
-def format_markdown(table: pd.DataFrame) -> str:
-    """Markdown: a mean ± std (n) grid (methods x splits) and the per-comparison table + footnote."""
-    splits = _ordered(table["split"])
-    methods = _ordered(table["method"])
-    cell = {(r.method, r.split): f"{_mean_std(r.mean, r.std)} (n={r.n})" for r in table.itertuples()}
-    lines = [f"**{table.attrs.get('metric', 'metric')}** (mean ± std over runs, ddof=1)", "",
-             "| method | " + " | ".join(splits) + " |",
-             "|---|" + "---|" * len(splits)]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(cell.get((m, s), "–") for s in splits) + " |")
-    lines += ["", f"| method | split | n | mean ± std | diff | {_ci_header(table)} | p | p_holm | "
-                  "Hedges' g |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in table.itertuples():
-        ci = "" if math.isnan(r.ci_low) and math.isnan(r.ci_high) else \
-            f"[{_num(r.ci_low)}, {_num(r.ci_high)}]"
-        lines.append(f"| {r.method} | {r.split} | {r.n} | {_mean_std(r.mean, r.std)} | "
-                     f"{_num(r.diff)} | {ci} | {_p(r.p_value)} | {_p(r.p_holm)} | "
-                     f"{_num(r.hedges_g)} |")
-    lines += ["", _footnote(table)]
-    return "\n".join(lines) + "\n"
-
-
-def _tex(s: str) -> str:
-    rep = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
-           "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
-           "±": r"$\pm$"}
-    return "".join(rep.get(ch, ch) for ch in str(s))
-
-
-def _tex_p(v: float) -> str:
-    if v is None or math.isnan(v):
-        return "--"
-    if v >= 1e-3:
-        return f"{v:.3f}"
-    mant, exp = f"{v:.2e}".split("e")
-    return f"${mant}\\times10^{{{int(exp)}}}$"
-
-
-def _tex_num(v: float) -> str:
-    if math.isnan(v):
-        return "--"
-    if math.isinf(v):
-        return r"$+\infty$" if v > 0 else r"$-\infty$"
-    return f"{v:.2f}"
-
-
-def format_latex(table: pd.DataFrame) -> str:
-    """A LaTeX ``table`` (no extra packages) with the per-comparison rows; caption names the test."""
-    lines = [r"\begin{table}[t]", r"\centering",
-             r"\begin{tabular}{llrrrlllr}", r"\hline",
-             r"Method & Split & $n$ & Mean $\pm$ std & $\Delta$ & " + _tex(_ci_header(table)) +
-             r" & $p$ & $p_{\mathrm{Holm}}$ & $g$ \\", r"\hline"]
-    for r in table.itertuples():
-        ms = _tex_num(r.mean) if math.isnan(r.std) else f"{r.mean:.2f} $\\pm$ {r.std:.2f}"
-        ci = "--" if math.isnan(r.ci_low) and math.isnan(r.ci_high) else \
-            f"[{_tex_num(r.ci_low)}, {_tex_num(r.ci_high)}]"
-        lines.append(f"{_tex(r.method)} & {_tex(r.split)} & {r.n} & {ms} & {_tex_num(r.diff)} & "
-                     f"{ci} & {_tex_p(r.p_value)} & {_tex_p(r.p_holm)} & {_tex_num(r.hedges_g)} \\\\")
-    lines += [r"\hline", r"\end{tabular}", r"\caption{" + _tex(_footnote(table)) + "}",
-              r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_stats(table: pd.DataFrame, out_dir: str) -> Dict[str, str]:
-    """Write ``stats.csv`` (exactly ``STATS_COLUMNS``), ``stats.md`` and ``stats.tex`` atomically."""
-    from simformer.utils.io import atomic_path, atomic_write_text
-
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {k: os.path.join(out_dir, f"stats.{k}") for k in ("csv", "md", "tex")}
-    with atomic_path(paths["csv"]) as tmp:
-        table[STATS_COLUMNS].to_csv(tmp, index=False, float_format="%.10g")
-    atomic_write_text(paths["md"], format_markdown(table))
-    atomic_write_text(paths["tex"], format_latex(table))
-    return paths
-
-
-# --------------------------------------------------------------------------------------------
-# The paper's Table 7 (appendix A7)
-# --------------------------------------------------------------------------------------------
-def paper_pvalue_check(n: int = 5) -> pd.DataFrame:
-    """Recompute the Table 7 p-values (SimFormer* vs RETAB*) from the printed mean ± std, n runs.
-
-    For every split: Welch and Student two-sided p (``scipy.stats.ttest_ind_from_stats``, the stds
-    read as ddof=1), and the range of each p over the printing precision (means +- 0.05, stds
-    +- 0.005; one-sided p is half the two-sided one). ``reachable_<test>_<side>`` tells whether the
-    printed p lies in that range; ``printed_reachable`` = any of them. It is False for most splits,
-    so the paper's test cannot be Welch's or Student's on these numbers (METHOD.md section 9).
-    """
-    from importlib import resources
-    from scipy import stats
-
-    t7 = json.loads(resources.files("simformer.resources").joinpath("paper_results.json")
-                    .read_text())["table7_significance"]
-    m0, s0 = np.array(t7["RETAB*_mean"]), np.array(t7["RETAB*_std"])
-    m1, s1 = np.array(t7["SimFormer*_mean"]), np.array(t7["SimFormer*_std"])
-    printed = np.array(t7["p_value"], dtype=float)
-
-    # Rounding box, vectorised over a grid: axis 0 = split, axes 1.. = perturbations.
-    dm = np.array([-0.1, 0.0, 0.1])          # diff of two means each rounded to 0.1
-    ds = np.linspace(-0.005, 0.005, 5)         # each std rounded to 0.01
-    D = (m1 - m0)[:, None, None, None] + dm[None, :, None, None]
-    S1 = s1[:, None, None, None] + ds[None, None, :, None]
-    S0 = s0[:, None, None, None] + ds[None, None, None, :]
-    D, S1, S0 = np.broadcast_arrays(D, S1, S0)
-
-    out = {"split": t7["columns"], "retab_mean": m0, "retab_std": s0, "simformer_mean": m1,
-           "simformer_std": s1, "p_printed": printed}
-    ok = np.zeros(len(printed), dtype=bool)
-    for name, eq in (("welch", False), ("student", True)):
-        p = stats.ttest_ind_from_stats(m1, s1, n, m0, s0, n, equal_var=eq).pvalue
-        pg = stats.ttest_ind_from_stats(D, S1, n, np.zeros_like(D), S0, n, equal_var=eq).pvalue
-        pg = pg.reshape(len(printed), -1)
-        out[f"p_{name}"] = p
-        out[f"p_{name}_min"] = pg.min(axis=1)
-        out[f"p_{name}_max"] = pg.max(axis=1)
-        out[f"ratio_printed_{name}"] = printed / p
-        lo, hi = pg.min(axis=1), pg.max(axis=1)
-        for side, f in (("two_sided", 1.0), ("one_sided", 0.5)):
-            hit = (printed >= f * lo) & (printed <= f * hi)
-            out[f"reachable_{name}_{side}"] = hit
-            ok |= hit
-    out["printed_reachable"] = ok
-    return pd.DataFrame(out)

@@ -55,3 +55,15 @@ def all_reduce_mean(values: dict) -> dict:
     dist.all_reduce(t)
     t /= get_world_size()
     return {k: float(v) for k, v in zip(keys, t.cpu())}
+
+
+def all_reduce_sum(counts: dict) -> dict:
+    """Sum a dict of integer counts over ranks (a copy; unchanged in a single process)."""
+    if get_world_size() == 1 or not counts:
+        return dict(counts)
+    keys = sorted(counts)
+    t = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return {k: int(v) for k, v in zip(keys, t.cpu().tolist())}

@@ -1,6 +1,6 @@
 """Generating base/novel class splits and summarising them.
 
-All generators return a validated :class:`simformer.data.split.Split`; write it with
+All generators return a validated :class:`simformer.data.class_split.Split`; write it with
 ``save_split``. The ``source`` field records how the split was made so that it can be
 regenerated:
 
@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .split import Split, make_split
+from .class_split import Split, make_split
 
 
 # ----------------------------------------------------------------------------- paper splits
