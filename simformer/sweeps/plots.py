@@ -49,19 +49,33 @@ def _select(values: Sequence[str], wanted: Optional[Sequence[str]], what: str) -
     return list(wanted)
 
 
+METRIC_LABELS = {"novel_miou": "novel mIoU", "base_miou": "base mIoU", "miou": "all-class mIoU", "hm": "HM",
+                 "fwiou": "fwIoU", "macc": "mACC", "pacc": "pACC"}
+
+
+def metric_label(metric: str, summary: pd.DataFrame, confidence: float) -> str:
+    """Axis label in percent; the CI is named only if some group has n >= 2 (else it is a value)."""
+    name = METRIC_LABELS.get(metric, metric)
+    if (summary["n"].fillna(0) >= 2).any():
+        return f"{name} (%), mean ± {confidence:.0%} t-CI; dots = runs"
+    return f"{name} (%), one run per bar"
+
+
 def plot_bars(df: pd.DataFrame, *, metric: str, confidence: float = 0.95,
               methods: Optional[Sequence[str]] = None, splits: Optional[Sequence[str]] = None,
               title: Optional[str] = None) -> PlotResult:
-    """Grouped bars: one group per split, one bar per method, height = mean, error = t-CI.
-
-    ``methods`` / ``splits`` select and order what is drawn (default: all, in CSV order).
-    ``axes.containers[i]`` is the BarContainer of ``methods[i]`` (label = method name).
+    """Bars of the mean per method (and split) with a t-CI, every run drawn as a dot, n under
+    each bar. One split: methods on the x axis. Several: one group per split, methods side by side
+    (legend). ``methods`` / ``splits`` select and order what is drawn (default: all, in CSV
+    order). ``axes.containers[i]`` is the BarContainer of ``methods[i]`` (label = method name).
     """
     summ = summarize(df, metric, confidence=confidence)
+    runs = clean_table(df, metric)
     methods = _select(first_seen_order(summ["method"]), methods, "method(s)")
     splits = _select(first_seen_order(summ["split"]), splits, "split(s)")
     m_count = len(methods)
-    fig, ax = _figure((max(6.0, 1.0 + len(splits) * (0.5 + 0.35 * m_count)), 4.2))
+    one_split = len(splits) == 1
+    fig, ax = _figure((max(6.0, 1.0 + len(splits) * (0.5 + 0.45 * m_count)), 4.2))
     x = np.arange(len(splits), dtype=float)
     width = 0.8 / m_count
     drawn = []
@@ -69,21 +83,37 @@ def plot_bars(df: pd.DataFrame, *, metric: str, confidence: float = 0.95,
         rows = (summ[summ["method"] == m].set_index("split").reindex(splits)
                 .reset_index().assign(method=m))
         rows["x"] = x + (i - (m_count - 1) / 2) * width
-        ax.bar(rows["x"], rows["mean"].fillna(0.0), width * 0.95, yerr=_yerr(rows), capsize=3,
-               label=m, error_kw={"elinewidth": 1})
+        ax.bar(rows["x"], rows["mean"].fillna(0.0), width * 0.9, yerr=_yerr(rows), capsize=3,
+                      label=m, error_kw={"elinewidth": 1}, alpha=0.75)
+        for xi, split in zip(rows["x"], splits):
+            vals = runs[(runs["method"] == m) & (runs["split"] == split)][metric].to_numpy(float)
+            if len(vals):
+                offsets = np.linspace(-0.2, 0.2, len(vals)) * width if len(vals) > 1 else np.zeros(1)
+                ax.scatter(xi + offsets, vals, s=12, color="black", zorder=3)
         drawn.append(rows)
-    ax.set_xticks(x, splits, rotation=20 if max(len(s) for s in splits) > 8 else 0,
-                  ha="right" if max(len(s) for s in splits) > 8 else "center")
-    ax.set_ylabel(f"{metric} (mean ± {confidence:.0%} CI)")
-    ax.set_title(title or f"{metric} per split")
     out = pd.concat(drawn, ignore_index=True)[["method", "split", "x", "n", "mean", "std",
                                                  "ci_low", "ci_high"]]
     out["n"] = out["n"].fillna(0).astype(int)
-    top = np.nanmax(np.fmax(out["ci_high"].to_numpy(float), out["mean"].to_numpy(float)))
+    if one_split:
+        ax.set_xticks(out["x"], [f"{m}\nn={n}" for m, n in zip(out["method"], out["n"])],
+                      rotation=20 if max(len(m) for m in methods) > 10 else 0,
+                      ha="right" if max(len(m) for m in methods) > 10 else "center")
+        ax.set_xlabel(f"split: {splits[0]}")
+    else:
+        ax.set_xticks(x, splits, rotation=20 if max(len(s) for s in splits) > 8 else 0,
+                      ha="right" if max(len(s) for s in splits) > 8 else "center")
+        for _, r in out.iterrows():
+            ax.annotate(f"n={r['n']}", (r["x"], 0), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=6)
+        # legend outside the axes (right), so it never covers a bar or an error bar
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_ylabel(metric_label(metric, out, confidence))
+    ax.set_title(title or f"{METRIC_LABELS.get(metric, metric)} per {'method' if one_split else 'split'}")
+    values = np.concatenate([out["ci_high"].to_numpy(float), out["mean"].to_numpy(float),
+                             runs[metric].to_numpy(float)])
+    top = np.nanmax(values) if len(values) else np.nan
     if np.isfinite(top) and top > 0:
         ax.set_ylim(top=top * 1.05)
-    # legend outside the axes (right), so it never covers a bar or an error bar
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return PlotResult(fig, ax, out)
 
@@ -135,8 +165,8 @@ def plot_curve(df: pd.DataFrame, *, param: str, metric: str, group: Optional[str
         if (summ["x"] <= 0).any():
             raise ValueError(f"log x axis needs positive '{param}' values")
         ax.set_xscale("log")
-    ax.set_xlabel(param)
-    ax.set_ylabel(f"{metric} (mean ± {confidence:.0%} CI)")
+    ax.set_xlabel(param + (" (log scale)" if logx and ticks is None else ""))
+    ax.set_ylabel(metric_label(metric, summ, confidence))
     ax.set_title(title or f"{metric} vs {param}")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)

@@ -160,3 +160,22 @@ def test_cli_plot(tmp_path, monkeypatch, capsys):
     assert "unknown extension" in capsys.readouterr().err
     assert cli.main(["plot", "curve", str(sw), "--param", "gamma", "--out", str(out2)]) == 2
     assert "gamma" in capsys.readouterr().err
+
+
+def test_bars_show_every_run_n_and_percent_label():
+    """One split: methods on the x axis with n in the tick label; every run is a dot at its value;
+    the axis names the CI only when a bar has n >= 2."""
+    df = results()
+    one = df[df.split == SPLITS[0]]
+    res = P.plot_bars(one, metric="novel_miou")
+    ticks = [t.get_text() for t in res.axes.get_xticklabels()]
+    assert ticks == [f"{m}\nn={len(one[one.method == m])}" for m in METHODS]
+    from matplotlib.collections import PathCollection
+
+    dots = sorted(float(y) for c in res.axes.collections if isinstance(c, PathCollection)
+                  for y in c.get_offsets()[:, 1])
+    assert dots == pytest.approx(sorted(one["novel_miou"].tolist()))
+    assert "(%)" in res.axes.get_ylabel() and "CI" in res.axes.get_ylabel()
+    single = one.groupby("method").head(1)
+    res1 = P.plot_bars(single, metric="novel_miou")
+    assert "CI" not in res1.axes.get_ylabel() and "one run" in res1.axes.get_ylabel()
