@@ -126,7 +126,8 @@ def _collect_file(path: str, out: dict, problems: list, counter: list, seen: tup
                 base_path = os.path.join(os.path.dirname(path), base_path)
             _collect_file(base_path, out, problems, counter, seen + (path,))
     counter[0] += 1
-    _flatten(data, path, counter[0], out, problems)
+    shown = os.path.relpath(path)
+    _flatten(data, path if shown.startswith("..") else shown, counter[0], out, problems)
 
 
 def _set_value(cfg: CfgNode, key: str, entry: Entry, problems: list) -> None:

@@ -325,4 +325,5 @@ def translate(entries: Dict[str, Entry], is_native: Callable[[str], bool],
         else:
             allowed = " or ".join(repr(a) for a in rule.values)
             out.problems.append(f"{key} = {e.value!r} ({e.origin}): only {allowed} is implemented - {rule.reason}")
+    out.problems = list(dict.fromkeys(out.problems))  # one key can be checked by two translators
     return out
