@@ -90,8 +90,11 @@ def exit_code_for(e: BaseException) -> int | None:
         return 2
     if type(e).__name__ == "SweepError":  # a sweep file or its options
         return 2
-    if isinstance(e, (OSError, ValueError, RuntimeError, ArithmeticError, ImportError, EOFError)):
-        return 1  # includes FileNotFoundError, pickle errors, torch / submitit job failures
+    import subprocess
+
+    if isinstance(e, (OSError, ValueError, RuntimeError, ArithmeticError, ImportError, EOFError,
+                      subprocess.SubprocessError)):
+        return 1  # includes FileNotFoundError, pickle errors, torch / submitit job and submission failures
     try:
         import pickle
 
@@ -126,10 +129,18 @@ def main(argv=None) -> int:
         code = exit_code_for(e)
         if code is None or os.environ.get("SIMFORMER_DEBUG"):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        name = "" if code == 2 or isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: "
-        print(f"simformer {args.command}: error: {name}{msg}", file=sys.stderr)
+        print(f"simformer {args.command}: error: {_one_line(e, code)}", file=sys.stderr)
         return code
+
+
+def _one_line(e: BaseException, code: int) -> str:
+    """The error as one line; a wrapped remote traceback (submitit) is cut to its last line."""
+    msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip()
+    name = "" if code == 2 or isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: "
+    if code == 1 and "Traceback (most recent call last)" in msg:
+        lines = [line for line in msg.splitlines() if line.strip()]
+        msg = f"{lines[0].strip()} ... {lines[-1].strip()} (full error: add -v)"
+    return name + msg
 
 
 if __name__ == "__main__":

@@ -70,6 +70,12 @@ def test_exit_code_mapping():
     except ImportError:
         return
     assert exit_code_for(FailedJobError("job 1 failed")) == 1 and exit_code_for(UncompletedJobError("x")) == 1
+    from simformer.cli import _one_line
+
+    remote = FailedJobError("Job (task=0) failed during processing with trace:\n----\nTraceback (most recent call "
+                            "last):\n  File \"x.py\", line 1\nValueError: boom\n")
+    line = _one_line(remote, 1)
+    assert "\n" not in line and line.endswith("ValueError: boom (full error: add -v)")
 
 
 def test_every_verb_takes_common_options_and_documents_exit_codes(capsys):
