@@ -46,6 +46,25 @@ def add_num_gpus_argument(parser: argparse.ArgumentParser) -> None:
                              "would (detectron2's --num-gpus); default 1")
 
 
+def check_metric_option(df, metric: str, source: str) -> None:
+    """--metric must name a known metric or a column of the results: else a usage error (2).
+    A known metric missing from the file is a data error (1), raised later by the loader."""
+    from simformer.sweeps.stats import METRICS, check_metric
+
+    if metric not in df.columns and metric not in METRICS:
+        try:
+            check_metric(df, metric, source=source)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+
+def check_column_options(df, columns: dict) -> None:
+    """Options that name a results column (--param, --group): a missing one is a usage error."""
+    for option, name in columns.items():
+        if name is not None and name not in df.columns:
+            raise UsageError(f"{option} {name!r} is not a column of the results; columns: {list(df.columns)}")
+
+
 def progress_enabled(args=None) -> bool:
     """Progress bars on unless --no-progress / --quiet / SIMFORMER_PROGRESS=0."""
     import os

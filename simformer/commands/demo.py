@@ -52,7 +52,9 @@ def run(args) -> int:
     root = os.path.dirname(os.path.dirname(get_dataset("toyscenes_train").image_root))
     if not os.path.isfile(os.path.join(root, "toyscenes.json")):
         print(f"[demo] generating ToyScenes in {root} ...")
-        generate_toyscenes(root)
+        from . import progress_enabled
+
+        generate_toyscenes(root, progress=progress_enabled(args))
     runs = [("SimFormer (Pr + Pi + Co)", config, args.output)]
     if args.baseline:
         runs.append(("proposal-only (Pr)", default_config("ablation_pr.yaml"), args.output.rstrip("/") + "_pr"))

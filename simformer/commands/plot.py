@@ -46,16 +46,26 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import os
     import sys
     import warnings
+
+    from matplotlib.figure import Figure
 
     from simformer.sweeps.plots import plot_bars, plot_curve, save_figure
     from simformer.sweeps.stats import load_results
 
-    if not 0 < args.confidence < 1:
-        from . import UsageError
+    from . import UsageError, check_column_options, check_metric_option
 
+    if not 0 < args.confidence < 1:
         raise UsageError(f"--confidence must be in (0, 1), got {args.confidence}")
+    ext = os.path.splitext(args.out)[1].lower().lstrip(".")
+    supported = Figure().canvas.get_supported_filetypes()
+    if ext not in supported:
+        raise UsageError(f"cannot write figure {args.out}: unknown extension '.{ext}'; use one of {sorted(supported)}")
+    check_metric_option(load_results(args.results), args.metric, args.results)
+    if args.kind == "curve":
+        check_column_options(load_results(args.results), {"--param": args.param, "--group": args.group})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.kind == "bars":

@@ -36,7 +36,14 @@ def run(args) -> int:
     from simformer.sweeps.stats import (compare, format_markdown, load_results, tests_used,
                                          write_stats)
 
+    from . import UsageError, check_metric_option
+
     required = ("method", "split", "seed") if args.test == "paired" else ("method", "split")
+    df = load_results(args.results, required=required)  # a missing file / column is a data error (1)
+    check_metric_option(df, args.metric, args.results)  # a wrong option value is a usage error (2)
+    methods = list(dict.fromkeys(df["method"].astype(str)))
+    if str(args.baseline) not in methods:
+        raise UsageError(f"--baseline '{args.baseline}' not found; methods available: {methods}")
     df = load_results(args.results, metric=args.metric, required=required)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -106,6 +106,8 @@ def _flatten(data: dict, origin: str, rank: int, out: dict, problems: list, pref
             node = _schema_node(full)
         except KeyError:
             node = None
+        if isinstance(node, CfgNode) and v is None:  # an empty section (`MODEL:` with nothing under it)
+            continue
         if isinstance(node, CfgNode):
             problems.append(f"Config key '{full}' in {origin} must be a mapping, got {v!r}.")
             continue

@@ -1,8 +1,10 @@
 """Every config key simformer reads, with its default and what it means.
 
 Key names follow detectron2 / MaskFormer so that their YAML files read naturally here; the
-weak-shot method lives under ``WEAKSHOT.*``. A YAML file may only set keys defined in this file:
-an unknown key is an error that names the key and the file (see ``simformer.config.load_cfg``).
+weak-shot method lives under ``WEAKSHOT.*``. A YAML file may only set keys defined in this file,
+or detectron2 / MaskFormer / SimFormer-release keys that ``d2compat.py`` translates or accepts
+(docs/detectron2.md): any other key is an error that names the key and the file (see
+``simformer.config.load_cfg``).
 """
 from fvcore.common.config import CfgNode as CN
 
@@ -143,7 +145,7 @@ _C.WEAKSHOT.COMPLEMENTARY.IGNORE_PROB = 0.1
 _C.WEAKSHOT.COMPLEMENTARY.DEEP_SUPERVISION = True
 
 # ---------------------------------------------------------------------------------------------
-# INPUT: augmentation and test-time resizing (METHOD.md section 6)
+# INPUT: augmentation and test-time resizing
 # ---------------------------------------------------------------------------------------------
 _C.INPUT = CN()
 # Short side at training: a value drawn from this list ("choice") or from [min, max] ("range").
