@@ -13,8 +13,10 @@ DESCRIPTION = """Runs the whole weak-shot pipeline on the embedded ToyScenes dat
 
 
 def add_arguments(parser):
-    parser.add_argument("--output", default="output/demo", help="output folder (default: output/demo)")
-    parser.add_argument("--config", help="config (default: configs/toyscenes/demo.yaml of this checkout)")
+    from . import add_config_argument, add_output_argument
+
+    add_output_argument(parser, "output", default="output/demo", help="output folder (default: output/demo)")
+    add_config_argument(parser, required=False, help="config (default: configs/toyscenes/demo.yaml of this checkout)")
     parser.add_argument("--baseline", action="store_true",
                         help="also train the proposal-only ablation at the same budget and compare")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
@@ -50,7 +52,9 @@ def run(args) -> int:
     root = os.path.dirname(os.path.dirname(get_dataset("toyscenes_train").image_root))
     if not os.path.isfile(os.path.join(root, "toyscenes.json")):
         print(f"[demo] generating ToyScenes in {root} ...")
-        generate_toyscenes(root)
+        from . import progress_enabled
+
+        generate_toyscenes(root, progress=progress_enabled(args))
     runs = [("SimFormer (Pr + Pi + Co)", config, args.output)]
     if args.baseline:
         runs.append(("proposal-only (Pr)", default_config("ablation_pr.yaml"), args.output.rstrip("/") + "_pr"))

@@ -12,8 +12,10 @@ KEY VALUE overrides apply to both training stages."""
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", required=True, help="stage-1 config (SimFormer or an ablation, or CAM)")
-    parser.add_argument("--output", required=True, help="run directory")
+    from . import add_config_argument, add_output_argument
+
+    add_config_argument(parser, help="stage-1 config (SimFormer or an ablation, or CAM)")
+    add_output_argument(parser, "output", required=True, help="run directory")
     parser.add_argument("--retrain-config", help="stage-2 config (default: retrain.yaml next to --config)")
     parser.add_argument("--stage1-from", metavar="RUN_DIR",
                         help="a finished `simformer train` run with the same config: reuse it as stage 1")

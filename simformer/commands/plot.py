@@ -6,17 +6,21 @@ DESCRIPTION = """\
 Figures from a results CSV (one row per run). Every bar/point is the mean over runs with a
 two-sided Student-t confidence interval of the mean (std ddof=1).
 
-  simformer plot bars runs.csv --metric novel_miou --out bars.png
+  simformer plot bars runs.csv --metric novel_miou --output bars.png
       grouped bars: one group per split, one bar per method
-  simformer plot curve sweep.csv --param alpha --metric novel_miou --out alpha.png [--group method]
+  simformer plot curve sweep.csv --param alpha --metric novel_miou --output alpha.png [--group method]
       mean ± CI against a hyper-parameter column, one line per split (paper Fig. 6)
 """
 
 
 def _common(p) -> None:
+    from . import add_common_options
+
     p.add_argument("results", help="results CSV, one row per run")
     p.add_argument("--metric", default="novel_miou", help="metric column (default novel_miou)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output image (.png, .pdf, .svg)")
+    p.add_argument("--output", "--out", dest="out", required=True, metavar="FILE",
+                   help="output image (.png, .pdf, .svg) (alias --out)")
+    add_common_options(p, suppress=True)
     p.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
     p.add_argument("--title", default=None)
     p.add_argument("--dpi", type=int, default=150)
@@ -42,14 +46,26 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import os
     import sys
     import warnings
+
+    from matplotlib.figure import Figure
 
     from simformer.sweeps.plots import plot_bars, plot_curve, save_figure
     from simformer.stats import load_results
 
+    from . import UsageError, check_column_options, check_metric_option
+
     if not 0 < args.confidence < 1:
-        raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
+        raise UsageError(f"--confidence must be in (0, 1), got {args.confidence}")
+    ext = os.path.splitext(args.out)[1].lower().lstrip(".")
+    supported = Figure().canvas.get_supported_filetypes()
+    if ext not in supported:
+        raise UsageError(f"cannot write figure {args.out}: unknown extension '.{ext}'; use one of {sorted(supported)}")
+    check_metric_option(load_results(args.results), args.metric, args.results)
+    if args.kind == "curve":
+        check_column_options(load_results(args.results), {"--param": args.param, "--group": args.group})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.kind == "bars":

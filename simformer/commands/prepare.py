@@ -37,9 +37,8 @@ def default_root(dataset: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=DATASETS, help="which dataset to prepare")
     parser.add_argument("--root", metavar="DIR", help="dataset folder (default: its place under the datasets root)")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", "--jobs", "-j", dest="workers", type=int, default=None,
                         help="worker processes (default: serial for conversion, automatic for toyscenes)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     toy = parser.add_argument_group("toyscenes only")
     toy.add_argument("--num-train", type=int, help=f"training images (default {_TOY_DEFAULTS['num_train']})")
     toy.add_argument("--num-val", type=int, help=f"validation images (default {_TOY_DEFAULTS['num_val']})")
@@ -49,14 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = os.path.expanduser(args.root) if args.root else default_root(args.dataset)
-    progress = not getattr(args, "no_progress", False)
+    from . import UsageError, progress_enabled
+
+    progress = progress_enabled(args)
     toy_opts = {k: getattr(args, k, None) for k in _TOY_DEFAULTS}
     if args.dataset != "toyscenes":
         given = [f"--{k.replace('_', '-')}" for k, v in toy_opts.items() if v is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} only apply to `simformer prepare toyscenes`")
+            raise UsageError(f"{', '.join(given)} only apply to `simformer prepare toyscenes`")
     if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers must be >= 0 (got {args.workers})")
+        raise UsageError(f"--workers must be >= 0 (got {args.workers})")
 
     if args.dataset == "ade20k":
         from simformer.data.datasets.prepare import prepare_ade20k

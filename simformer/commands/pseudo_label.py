@@ -1,7 +1,7 @@
 HELP = "predict the training images and write mixed labels (novel from predictions, base from GT) for re-training"
 DESCRIPTION = """Re-training stage, step 1 (docs/method.md section 7):
 
-  simformer pseudo-label --config configs/toyscenes/simformer.yaml --weights runs/x/model_final.pth --out runs/x/pseudo
+  simformer pseudo-label --config configs/toyscenes/simformer.yaml --weights runs/x/model_final.pth --output runs/x/pseudo
 
 For each training image: start at 255, give each novel class of the image-level label the
 pixels predicted as it, then write the base GT over them. PNGs are written atomically as
@@ -11,9 +11,11 @@ Train on them with a retrain config: WEAKSHOT.PSEUDO_LABEL_DIR OUT (or use `simf
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", required=True)
+    from . import add_config_argument, add_output_argument
+
+    add_config_argument(parser)
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--out", required=True, help="folder for the mixed-label PNGs")
+    add_output_argument(parser, "out", required=True, help="folder for the mixed-label PNGs")
     parser.add_argument("--dataset", help="training set to label (default: DATASETS.TRAIN[0])")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
 

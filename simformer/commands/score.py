@@ -10,10 +10,10 @@ one per ground-truth PNG with the same file stem, e.g. pred/ADE_val_00000001.png
 gt/ADE_val_00000001.png. GT pixels equal to 255 are void and not counted.
 
   simformer score --pred out/preds --gt datasets/ADEChallengeData2016/annotations_detectron2/validation \\
-      --dataset ade20k --split splits/ade20k_paper.json --out out/score
+      --dataset ade20k --split splits/ade20k_paper.json --output out/score
 
 Without --split only all-class metrics are reported (base/novel mIoU and HM are empty).
-With --out, metrics.json and per_class_iou.csv are written there.
+With --output, metrics.json and per_class_iou.csv are written there.
 """
 
 
@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME",
                         help="dataset name or family that gives the class names (e.g. ade20k, ade20k_val)")
     parser.add_argument("--split", metavar="FILE", help="split file (base/novel classes) from `simformer split`")
-    parser.add_argument("--out", metavar="DIR", help="write metrics.json and per_class_iou.csv here")
+    from . import add_output_argument
+
+    add_output_argument(parser, "out", help="write metrics.json and per_class_iou.csv here")
     parser.add_argument("--convention", choices=["current", "v0.6"], default="current",
                         help="mIoU convention for classes absent from the GT (default: current)")
 
@@ -74,7 +76,9 @@ def run(args) -> int:
 
     evaluator = sem_seg_evaluator(names, split, convention=args.convention)
     novel_mask = evaluator.novel_mask
-    for stem in tqdm(gts, desc="scoring", unit="img", disable=None):
+    from . import progress_enabled
+
+    for stem in tqdm(gts, desc="scoring", unit="img", disable=None if progress_enabled(args) else True):
         pred_path, gt_path = preds[stem], gts[stem]
         try:
             evaluator.process(read_label(pred_path), read_label(gt_path), name=pred_path)

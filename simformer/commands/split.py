@@ -5,14 +5,16 @@ import argparse
 import os
 import sys
 
+from . import UsageError, progress_enabled
+
 HELP = "make, validate or show a base/novel class split file"
 DESCRIPTION = """\
 Make, validate or show a base/novel class split (JSON, see simformer/data/class_split.py).
 
-  random:  simformer split --dataset NAME --novel-ratio 0.25 --seed S --out FILE.json [--min-images N]
-  paper:   simformer split --paper coco_stuff_10k/split1 --out FILE.json
-           simformer split --paper all --out-dir DIR      (DIR/<family>/split<i>.json, all 13)
-  nested:  simformer split --dataset NAME --nested 6,8,10 --seed S --out-dir DIR   (DIR/novel<n>.json)
+  random:  simformer split --dataset NAME --novel-ratio 0.25 --seed S --output FILE.json [--min-images N]
+  paper:   simformer split --paper coco_stuff_10k/split1 --output FILE.json
+           simformer split --paper all --output DIR      (DIR/<family>/split<i>.json, all 13)
+  nested:  simformer split --dataset NAME --nested 6,8,10 --seed S --output DIR   (DIR/novel<n>.json)
   check:   simformer split --validate FILE       (exit 1 if invalid)
   inspect: simformer split --show FILE
 
@@ -36,12 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="nested splits with these numbers of novel classes (one permutation)")
     parser.add_argument("--min-images", type=int, default=0,
                         help="each novel class must occur in >= N training images (needs the training data)")
-    parser.add_argument("--out", metavar="FILE", help="output split file")
-    parser.add_argument("--out-dir", metavar="DIR", help="output folder (--paper all, --nested)")
+    parser.add_argument("--output", metavar="FILE|DIR",
+                        help="where to write: a FILE.json for one split, a DIR for --paper all / --nested")
+    parser.add_argument("--out", metavar="FILE", help="alias of --output for one split file")
+    parser.add_argument("--out-dir", metavar="DIR", help="alias of --output for a folder (--paper all, --nested)")
     parser.add_argument("--force", action="store_true", help="replace an existing, different split file")
     parser.add_argument("--no-stats", action="store_true", help="do not read the training labels for statistics")
     parser.add_argument("--cache-dir", help="pixel-count cache folder (default $SIMFORMER_CACHE or <datasets>/.simformer_cache)")
-    parser.add_argument("--workers", type=int, default=None, help="processes reading label files (default: automatic)")
+    parser.add_argument("--workers", "--jobs", "-j", dest="workers", type=int, default=None,
+                        help="processes reading label files (default: automatic); aliases --jobs, -j")
 
 
 def _resolve_family(name: str) -> str:
@@ -84,7 +89,8 @@ def _train_counts(family: str, args, name_hint: str | None = None):
         except KeyError as e:
             return None, str(e.args[0] if e.args else e)
     try:
-        counts = class_pixel_counts(info.name, cache_dir=args.cache_dir, workers=args.workers, progress=True)
+        counts = class_pixel_counts(info.name, cache_dir=args.cache_dir, workers=args.workers,
+                                    progress=progress_enabled(args))
     except FileNotFoundError as e:
         return None, str(e)
     return counts, info.name
@@ -124,14 +130,29 @@ def _parse_sizes(text: str):
     try:
         sizes = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--nested expects comma-separated integers like 6,8,10, got '{text}'") from None
+        raise UsageError(f"--nested expects comma-separated integers like 6,8,10, got '{text}'") from None
     if not sizes:
-        raise ValueError("--nested expects at least one number of novel classes")
+        raise UsageError("--nested expects at least one number of novel classes")
     return sizes
+
+
+def _resolve_output(args) -> None:
+    """--output is a FILE.json (one split) or a DIR (--paper all, --nested); --out / --out-dir are its aliases."""
+    if not args.output:
+        return
+    if args.out or args.out_dir:
+        raise UsageError("give --output, or its alias --out / --out-dir, not both")
+    multi = args.paper == "all" or bool(args.nested)
+    if multi or not args.output.endswith(".json"):
+        args.out_dir = args.output
+    else:
+        args.out = args.output
 
 
 def run(args) -> int:
     from simformer.data.class_split import SplitError, load_split
+
+    _resolve_output(args)
 
     if args.validate:
         try:
@@ -158,11 +179,11 @@ def _run_paper(args) -> int:
 
     keys = paper_split_keys() if args.paper == "all" else [args.paper]
     if args.paper == "all" and not args.out_dir:
-        raise ValueError("--paper all needs --out-dir DIR (writes DIR/<family>/split<i>.json)")
+        raise UsageError("--paper all needs --output DIR (writes DIR/<family>/split<i>.json)")
     if args.paper != "all" and not (args.out or args.out_dir):
-        raise ValueError("--paper KEY needs --out FILE or --out-dir DIR")
+        raise UsageError("--paper KEY needs --output FILE.json or --output DIR")
     if args.paper == "all" and args.out:
-        raise ValueError("--paper all writes several files: use --out-dir, not --out")
+        raise UsageError("--paper all writes several files: --output must be a folder, not --out FILE")
     for key in keys:
         split = paper_split(key)
         path = args.out or os.path.join(args.out_dir, key + ".json")
@@ -176,7 +197,7 @@ def _run_seeded(args) -> int:
     from simformer.data.class_split_gen import nested_splits, random_split
 
     if args.seed is None:
-        raise ValueError("--dataset needs --seed S (splits must be reproducible)")
+        raise UsageError("--dataset needs --seed S (splits must be reproducible)")
     family = _resolve_family(args.dataset)
     names = catalog.class_names(family)
     presence = None
@@ -188,7 +209,7 @@ def _run_seeded(args) -> int:
 
     if args.nested:
         if not args.out_dir:
-            raise ValueError("--nested needs --out-dir DIR (writes DIR/novel<n>.json)")
+            raise UsageError("--nested needs --output DIR (writes DIR/novel<n>.json)")
         splits = nested_splits(family, names, seed=args.seed, num_novel=_parse_sizes(args.nested),
                                presence=presence, min_images=args.min_images)
         for split in splits:
@@ -197,7 +218,7 @@ def _run_seeded(args) -> int:
         return 0
 
     if not args.out:
-        raise ValueError("--dataset needs --out FILE.json (or --nested with --out-dir)")
+        raise UsageError("--dataset needs --output FILE.json (or --nested with --output DIR)")
     split = random_split(family, names, novel_ratio=args.novel_ratio, seed=args.seed,
                          presence=presence, min_images=args.min_images)
     _write(split, args.out, args.force)

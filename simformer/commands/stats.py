@@ -12,7 +12,7 @@ Tests: welch (default), student (pooled variance), paired (runs matched by seed)
 (Hodges-Lehmann CI). The test, sidedness, pairing and ddof are printed next to the p-values.
 
 Example:
-  simformer stats runs.csv --metric novel_miou --baseline retab --out stats/
+  simformer stats runs.csv --metric novel_miou --baseline retab --output stats/
     -> stats/stats.csv, stats/stats.md, stats/stats.tex
 """
 
@@ -26,8 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--alternative", default="two-sided", choices=["two-sided", "greater", "less"],
                         help="greater: method > baseline; less: method < baseline")
     parser.add_argument("--alpha", type=float, default=0.05, help="level; the CI has level 1-alpha")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="write DIR/stats.csv, DIR/stats.md and DIR/stats.tex")
+    parser.add_argument("--output", "--out", dest="out", default=None, metavar="DIR",
+                        help="write DIR/stats.csv, DIR/stats.md and DIR/stats.tex (alias --out)")
 
 
 def run(args) -> int:
@@ -36,7 +36,14 @@ def run(args) -> int:
     from simformer.stats import (compare, format_markdown, load_results, tests_used,
                                          write_stats)
 
+    from . import UsageError, check_metric_option
+
     required = ("method", "split", "seed") if args.test == "paired" else ("method", "split")
+    df = load_results(args.results, required=required)  # a missing file / column is a data error (1)
+    check_metric_option(df, args.metric, args.results)  # a wrong option value is a usage error (2)
+    methods = list(dict.fromkeys(df["method"].astype(str)))
+    if str(args.baseline) not in methods:
+        raise UsageError(f"--baseline '{args.baseline}' not found; methods available: {methods}")
     df = load_results(args.results, metric=args.metric, required=required)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -9,7 +9,7 @@ run, method, split, seed, novel_miou, base_miou, miou, hm, fwiou, macc, pacc, gr
 git_commit) for `simformer stats` / `simformer plot`.
 
   simformer sweep sweeps/table2.yaml --dry-run          # list runs, commands and states
-  simformer sweep sweeps/table2.yaml --jobs 2           # 2 runs at a time on this machine
+  simformer sweep sweeps/table2.yaml --workers 2          # 2 runs at a time on this machine
   simformer sweep sweeps/table2.yaml --devices 0,1,2,3  # 4 at a time, one GPU each
   simformer sweep sweeps/table2.yaml --executor slurm --partition gpu --gpus-per-node 1 --timeout-min 720
   simformer sweep sweeps/table2.yaml --collect          # only (re)write results.csv
@@ -24,8 +24,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
                         help="local: subprocesses here; slurm: a submitit job array; submitit-local: the slurm "
                              "code path with submitit's local executor (to check a sweep on one machine)")
-    parser.add_argument("--jobs", "-j", type=int, default=None,
-                        help="local: runs at a time (default 1, or the number of --devices groups)")
+    parser.add_argument("--workers", "--jobs", "-j", dest="jobs", type=int, default=None,
+                        help="local: runs at a time (default 1, or the number of --devices groups); aliases --jobs, -j")
     parser.add_argument("--devices", default=None, metavar="IDS",
                         help="local: comma list of GPU ids; each concurrent run gets --gpus-per-node of them "
                              "as CUDA_VISIBLE_DEVICES")
@@ -35,7 +35,8 @@ def add_arguments(parser) -> None:
                              "(repeatable; results.csv still covers the whole sweep)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the runs that have a FAILED file")
     parser.add_argument("--collect", action="store_true", help="run nothing; write OUTPUT/results.csv and the summary")
-    parser.add_argument("--output", default=None, metavar="DIR", help="override the sweep file's output folder")
+    parser.add_argument("--output", "--out", dest="output", default=None, metavar="DIR",
+                        help="override the sweep file's output folder (alias --out)")
     slurm = parser.add_argument_group("SLURM / submitit (--executor slurm); see docs/sweeps.md")
     slurm.add_argument("--partition", default=None, help="SLURM partition")
     slurm.add_argument("--gpus-per-node", type=int, default=None,
@@ -104,7 +105,7 @@ def run(args) -> int:
         report = run_local(runs, jobs=jobs, gpus=max(gpus, 1), devices=devices, retry_failed=args.retry_failed)
     else:
         if args.jobs or args.devices:
-            raise SweepError("--jobs / --devices are for --executor local; use --slurm-array-parallelism")
+            raise SweepError("--workers / --devices are for --executor local; use --slurm-array-parallelism")
         report = run_submitit(
             runs, folder=os.path.join(sweep.output, ".submitit"),
             cluster="slurm" if args.executor == "slurm" else "local",

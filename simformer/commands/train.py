@@ -2,16 +2,22 @@ HELP = "train a model from a config (single process, or under torchrun for multi
 DESCRIPTION = """Train SimFormer (or any of its ablations / MaskFormer) from a YAML config.
 
   simformer train --config configs/toyscenes/simformer.yaml --output runs/simformer SOLVER.MAX_ITER 500
-  torchrun --nproc_per_node 4 -m simformer train --config configs/ade20k/simformer_r50.yaml
+  torchrun --nproc_per_node 4 -m simformer train --config configs/ade20k/simformer_R50.yaml
+  simformer train --config configs/ade20k/simformer_R50.yaml --num-gpus 4   # the same, without torchrun
+  simformer train --config-file maskformer_R50_bs16_160k.yaml              # a MaskFormer config as it is
   simformer train --config ... --output runs/x --resume     # continue from runs/x/last_checkpoint
 
 Trailing KEY VALUE pairs override config keys (every key is documented in
-simformer/config/defaults.py)."""
+simformer/config/defaults.py; detectron2 / MaskFormer keys: docs/detectron2.md, or check a
+file with `simformer config --config FILE`)."""
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--output", help="output folder (overrides OUTPUT_DIR)")
+    from . import add_config_argument, add_num_gpus_argument, add_output_argument
+
+    add_config_argument(parser)
+    add_output_argument(parser, "output", help="output folder (overrides OUTPUT_DIR)")
+    add_num_gpus_argument(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/last_checkpoint (model, optimiser, scheduler, RNG, data order)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS instead of training")

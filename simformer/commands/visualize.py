@@ -2,13 +2,15 @@ HELP = "draw prediction grids and the top novel proposals for test images"
 DESCRIPTION = """For each chosen test image: input | GT | base/novel map | prediction, and for each novel
 class in the image the proposals with the highest score for it (their masks and class scores).
 
-  simformer visualize --config configs/toyscenes/simformer.yaml --weights runs/x/model_final.pth --out runs/x/figures"""
+  simformer visualize --config configs/toyscenes/simformer.yaml --weights runs/x/model_final.pth --output runs/x/figures"""
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", required=True)
+    from . import add_config_argument, add_output_argument
+
+    add_config_argument(parser)
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--out", required=True, help="folder for the PNG figures")
+    add_output_argument(parser, "out", required=True, help="folder for the PNG figures")
     parser.add_argument("--num", type=int, default=6, help="number of images (spread over the test set)")
     parser.add_argument("--dataset", help="dataset to draw from (default: DATASETS.TEST[0])")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")

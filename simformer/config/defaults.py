@@ -1,8 +1,10 @@
 """Every config key simformer reads, with its default and what it means.
 
 Key names follow detectron2 / MaskFormer so that their YAML files read naturally here; the
-weak-shot method lives under ``WEAKSHOT.*``. A YAML file may only set keys defined in this file:
-an unknown key is an error that names the key and the file (see ``simformer.config.load_cfg``).
+weak-shot method lives under ``WEAKSHOT.*``. A YAML file may only set keys defined in this file,
+or detectron2 / MaskFormer / SimFormer-release keys that ``d2compat.py`` translates or accepts
+(docs/detectron2.md): any other key is an error that names the key and the file (see
+``simformer.config.load_cfg``).
 """
 from fvcore.common.config import CfgNode as CN
 

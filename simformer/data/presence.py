@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import warnings
 from typing import Iterable, List, Optional, Sequence
 
@@ -153,7 +152,7 @@ def class_pixel_counts(dataset_name: str, *, cache_dir: Optional[str] = None, wo
         dataset_name: a name known to ``simformer.data.catalog.get_dataset``.
         cache_dir: cache folder (default: see module docstring).
         workers: processes reading labels; None = automatic (1 for small datasets), <= 1 = serial.
-        progress: print progress to stderr.
+        progress: show a progress bar on stderr.
     Returns:
         int64 ``[N, K]``, row i = record i of ``get_dataset_dicts(dataset_name)``.
     Raises:
@@ -176,24 +175,23 @@ def class_pixel_counts(dataset_name: str, *, cache_dir: Optional[str] = None, wo
     workers = _auto_workers(n) if workers is None else max(1, int(workers))
     tasks = [(p, k) for p in paths]
     counts = np.zeros((n, k), dtype=np.int64)
-    step = max(1, n // 20)
+    from tqdm import tqdm
 
-    def report(i: int) -> None:
-        if progress and (i + 1 == n or (i + 1) % step == 0):
-            print(f"\r{dataset_name}: counting label pixels {i + 1}/{n}", end="\n" if i + 1 == n else "",
-                  file=sys.stderr, flush=True)
+    # the same tqdm bar as every other long step (prepare, toyscenes, training, evaluation)
+    bar = tqdm(total=n, desc=f"{dataset_name}: counting label pixels", unit="img", disable=not progress,
+               dynamic_ncols=True)
+    with bar:
+        if workers <= 1 or n < 2:
+            for i, t in enumerate(tasks):
+                counts[i] = _count_file(t)
+                bar.update(1)
+        else:
+            import multiprocessing as mp
 
-    if workers <= 1 or n < 2:
-        for i, t in enumerate(tasks):
-            counts[i] = _count_file(t)
-            report(i)
-    else:
-        import multiprocessing as mp
-
-        with mp.get_context().Pool(min(workers, n)) as pool:
-            for i, row in enumerate(pool.imap(_count_file, tasks, chunksize=max(1, min(64, n // (4 * workers))))):
-                counts[i] = row
-                report(i)
+            with mp.get_context().Pool(min(workers, n)) as pool:
+                for i, row in enumerate(pool.imap(_count_file, tasks, chunksize=max(1, min(64, n // (4 * workers))))):
+                    counts[i] = row
+                    bar.update(1)
     _save_cached(cache_file, counts, key, info.name, [r["image_id"] for r in records])
     return counts
 

@@ -285,12 +285,25 @@ def format_table(results: Dict[str, Any], class_names: Sequence[str], novel_mask
     return "\n".join(lines)
 
 
+def detectron2_keys(results: Dict[str, Any], class_names: Sequence[str]) -> Dict[str, Optional[float]]:
+    """The same numbers under the names detectron2's SemSegEvaluator logs (``sem_seg/mIoU``,
+    ``sem_seg/fwIoU``, ``sem_seg/mACC``, ``sem_seg/pACC``, ``sem_seg/IoU-<class>``,
+    ``sem_seg/ACC-<class>``), so tools that read detectron2's metrics read ours. An undefined
+    per-class value (detectron2's NaN) is ``None``."""
+    out = {"sem_seg/mIoU": results.get("miou"), "sem_seg/fwIoU": results.get("fwiou"),
+           "sem_seg/mACC": results.get("macc"), "sem_seg/pACC": results.get("pacc")}
+    iou, acc = results.get("per_class_iou", {}), results.get("per_class_acc", {})
+    out.update({f"sem_seg/IoU-{n}": iou.get(n) for n in class_names})
+    out.update({f"sem_seg/ACC-{n}": acc.get(n) for n in class_names})
+    return out
+
+
 def write_results(results: Dict[str, Any], out_dir: str, class_names: Sequence[str],
                   novel_mask: Optional[np.ndarray]) -> Dict[str, str]:
     """Write ``out_dir/metrics.json`` and ``out_dir/per_class_iou.csv`` atomically.
 
     metrics.json starts with the keys of ``METRIC_KEYS`` (in that order), then the extras of
-    ``results``. The CSV has columns class_id, class_name, group (base/novel, "all" without a
+    ``results``, then detectron2's names for the same numbers (``detectron2_keys``). The CSV has columns class_id, class_name, group (base/novel, "all" without a
     split), iou, acc (percent; empty = undefined). Returns the two paths.
     """
     from simformer.utils.io import atomic_write_json, atomic_write_text
@@ -300,6 +313,7 @@ def write_results(results: Dict[str, Any], out_dir: str, class_names: Sequence[s
         raise ValueError(f"Results lack the keys {missing}; pass the dict returned by SemSegEvaluator.evaluate()")
     ordered = {k: results[k] for k in METRIC_KEYS}
     ordered.update({k: v for k, v in results.items() if k not in ordered})
+    ordered.update({k: v for k, v in detectron2_keys(results, class_names).items() if k not in ordered})
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, "metrics.json")
     csv_path = os.path.join(out_dir, "per_class_iou.csv")

@@ -248,8 +248,11 @@ def test_read_image_list_strips_extensions(tmp_path):
 
 # ----------------------------------------------------------------------------------------- command
 def _parse(argv):
+    from simformer.commands import add_common_options
+
     parser = argparse.ArgumentParser()
     prepare_cmd.add_arguments(parser)
+    add_common_options(parser)  # as simformer.cli adds them to every verb
     return parser.parse_args(argv)
 
 

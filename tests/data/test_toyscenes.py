@@ -204,8 +204,11 @@ def test_catalog_and_command(tmp_path, monkeypatch, capsys):
     from simformer.data import catalog
 
     monkeypatch.setenv("SIMFORMER_DATASETS", str(tmp_path))
+    from simformer.commands import add_common_options
+
     parser = argparse.ArgumentParser()
     prepare_cmd.add_arguments(parser)
+    add_common_options(parser)  # as simformer.cli adds them to every verb
     args = parser.parse_args(["toyscenes", "--num-train", "5", "--num-val", "3", "--size", "40", "--seed", "2",
                               "--workers", "0", "--no-progress"])
     assert prepare_cmd.run(args) == 0

@@ -293,7 +293,9 @@ def test_write_results_and_table(tmp_path):
     with open(paths["metrics"]) as f:
         data = json.load(f)
     assert list(data)[:8] == ["miou", "base_miou", "novel_miou", "hm", "fwiou", "macc", "pacc", "per_class_iou"]
-    assert set(data) - set(METRIC_KEYS) == {"per_class_acc", "convention", "num_pixels"}
+    d2 = {"sem_seg/mIoU", "sem_seg/fwIoU", "sem_seg/mACC", "sem_seg/pACC"}
+    d2 |= {f"sem_seg/{m}-{n}" for m in ("IoU", "ACC") for n in NAMES}
+    assert set(data) - set(METRIC_KEYS) == {"per_class_acc", "convention", "num_pixels"} | d2
     assert data["miou"] == pytest.approx(r["miou"]) and data["per_class_iou"]["c5"] is None
     with open(paths["per_class_iou"]) as f:
         rows = list(csv.DictReader(f))
@@ -308,6 +310,45 @@ def test_write_results_and_table(tmp_path):
     assert f"base {r['base_miou']:.2f}" in table and f"novel {r['novel_miou']:.2f}" in table
     line = next(line for line in table.splitlines() if " c2 " in line)
     assert "*" in line and "novel" in line and f"{r['per_class_iou']['c2']:.2f}" in line
+
+
+def detectron2_sem_seg_metrics(conf, names):
+    """detectron2's SemSegEvaluator.evaluate() arithmetic on a [K+1, K+1] [gt, pred] matrix (its
+    matrix is [pred, gt]; the sums below are written for ours). NaN = undefined."""
+    k = len(names)
+    m = conf.astype(float)
+    tp = np.diag(m)[:k]
+    pos_gt = m[:k, :].sum(1)            # every prediction on a labelled pixel, "no class" included
+    pos_pred = m[:k, :k].sum(0)
+    acc = np.full(k, np.nan)
+    iou = np.full(k, np.nan)
+    acc_valid = pos_gt > 0
+    acc[acc_valid] = tp[acc_valid] / pos_gt[acc_valid]
+    union = pos_gt + pos_pred - tp
+    iou_valid = acc_valid & (union > 0)
+    iou[iou_valid] = tp[iou_valid] / union[iou_valid]
+    res = {"sem_seg/mIoU": 100 * iou[iou_valid].mean(), "sem_seg/fwIoU": 100 * (iou[iou_valid] * (pos_gt / pos_gt.sum())[iou_valid]).sum(),
+           "sem_seg/mACC": 100 * acc[acc_valid].mean(), "sem_seg/pACC": 100 * tp.sum() / pos_gt.sum()}
+    res.update({f"sem_seg/IoU-{n}": 100 * iou[i] for i, n in enumerate(names)})
+    res.update({f"sem_seg/ACC-{n}": 100 * acc[i] for i, n in enumerate(names)})
+    return res
+
+
+def test_metrics_json_has_detectron2_keys(tmp_path):
+    pairs = random_pairs(11)
+    ev = SemSegEvaluator(class_names=NAMES, novel_mask=NOVEL)
+    for p, g in pairs:
+        ev.process(p, g)
+    r = ev.evaluate()
+    data = json.load(open(write_results(r, str(tmp_path), NAMES, NOVEL)["metrics"]))
+    expected = detectron2_sem_seg_metrics(ev.confusion, NAMES)
+    for key, value in expected.items():
+        if np.isnan(value):
+            assert data[key] is None, key
+        else:
+            assert data[key] == pytest.approx(value, rel=1e-9), key
+    assert data["sem_seg/IoU-c5"] is None and data["sem_seg/IoU-c6"] is None  # absent from the GT
+    assert data["miou"] == data["sem_seg/mIoU"]  # ours are kept
 
 
 def test_build_evaluator_reads_config(tmp_path):

@@ -315,16 +315,16 @@ def test_cli_hand_made_csv(tmp_path, monkeypatch, capsys):
 
 def test_cli_errors(tmp_path, monkeypatch, capsys):
     rc = _cli(monkeypatch, ["stats", str(tmp_path / "none.csv"), "--baseline", "A"])
-    assert rc == 2 and "Results file not found" in capsys.readouterr().err
+    assert rc == 1 and "Results file not found" in capsys.readouterr().err  # data error
     csv = tmp_path / "r.csv"
     make_df().drop(columns="split").to_csv(csv, index=False)
     rc = _cli(monkeypatch, ["stats", str(csv), "--baseline", "base"])
     err = capsys.readouterr().err
-    assert rc == 2 and "missing column(s) ['split']" in err and "'novel_miou'" in err
+    assert rc == 1 and "missing column(s) ['split']" in err and "'novel_miou'" in err  # data error
     make_df().to_csv(csv, index=False)
     rc = _cli(monkeypatch, ["stats", str(csv), "--baseline", "base", "--metric", "acc"])
     err = capsys.readouterr().err
-    assert rc == 2 and "unknown metric 'acc'" in err and "hm" in err
+    assert rc == 2 and "unknown metric 'acc'" in err and "hm" in err  # usage: a wrong option value
     rc = _cli(monkeypatch, ["stats", str(csv), "--baseline", "zzz"])
     assert rc == 2 and "methods available: ['base', 'sim', 'near']" in capsys.readouterr().err
 
