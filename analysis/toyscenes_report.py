@@ -1,9 +1,11 @@
-"""Build the tables, statistics and figures of docs/results-toyscenes.md from a finished sweep.
+"""Build the tables, statistics and figures of docs/results-toyscenes.md from a results CSV.
 
-    python analysis/toyscenes_report.py runs/toyscenes_main/results.csv --out docs/results
+    python analysis/toyscenes_report.py docs/results/toyscenes_main/results.csv \
+        --out docs/results/toyscenes_main --doc docs/results-toyscenes.md
 
-Writes OUT/tables.md (Table 1, Table 2, significance, point loss) and OUT/*.png (per-method
-bars), and prints the Markdown. Methods missing from the CSV are skipped.
+Writes OUT/tables.md (Table 1, Table 2, Table 5, significance, point loss), OUT/bars_*.png and,
+with --doc, the generated "summary" block of that document (mean ± std, n, per method). Methods
+missing from the CSV are skipped.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import os
 import sys
 
 import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from markdown_blocks import replace_block  # noqa: E402
 
 from simformer.sweeps.plots import plot_bars, save_figure
 from simformer.stats import compare, format_markdown
@@ -36,7 +41,26 @@ COMPARISONS = [  # (metric, baseline, methods)
 ]
 
 
-def build(results: str, out: str) -> str:
+SUMMARY_METRICS = ("novel_miou", "base_miou", "miou", "hm")
+
+
+def summary_table(df: pd.DataFrame) -> str:
+    """One row per method: mean ± std (ddof 1) and n of each metric, novel relative to FullyOracle."""
+    oracle = df[df["method"] == "FullyOracle"]["novel_miou"].mean() if "FullyOracle" in set(df["method"]) else None
+    lines = ["| method | n | novel mIoU | base mIoU | all mIoU | HM | novel / FullyOracle |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for method in pd.unique(df["method"]):
+        g = df[df["method"] == method]
+        cells = []
+        for m in SUMMARY_METRICS:
+            v = g[m].dropna()
+            cells.append("n/a" if v.empty else f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else ""))
+        rel = f"{100 * g['novel_miou'].mean() / oracle:.0f} %" if oracle else "n/a"
+        lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {rel} |")
+    return "\n".join(lines) + "\n\nmean ± std over seeds (ddof 1), percent, ToyScenes val.\n"
+
+
+def build(results: str, out: str, doc: str = "") -> str:
     df = pd.read_csv(results)
     present = set(df["method"])
     parts = []
@@ -57,10 +81,12 @@ def build(results: str, out: str) -> str:
                      + format_markdown(table) + "\n")
     os.makedirs(out, exist_ok=True)
     for metric in ("novel_miou", "base_miou"):
-        result = plot_bars(df, metric=metric, title=f"ToyScenes split1: {metric} (mean ± 95% CI over seeds)")
+        result = plot_bars(df, metric=metric, title=f"ToyScenes: {metric} per method")
         save_figure(result.figure, os.path.join(out, f"bars_{metric}.png"))
     text = "\n".join(parts)
     atomic_write_text(os.path.join(out, "tables.md"), text)
+    if doc:
+        replace_block(doc, "summary", summary_table(df))
     return text
 
 
@@ -68,8 +94,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results")
     p.add_argument("--out", default="docs/results")
+    p.add_argument("--doc", default="", help="Markdown file whose 'summary' block to rewrite")
     args = p.parse_args(argv)
-    print(build(args.results, args.out))
+    print(build(args.results, args.out, args.doc))
     return 0
 
 

@@ -65,7 +65,6 @@ RULES = {
     # --- MaskFormer MODEL.MASK_FORMER ------------------------------------------------------
     "MODEL.MASK_FORMER.ENC_LAYERS": _eq("no transformer encoder on res5 (MaskFormer's semantic configs)", 0),
     "MODEL.MASK_FORMER.PRE_NORM": _eq("post-norm decoder layers, as MaskFormer", False),
-    "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": _eq("the decoder attends to res5 (stride 32)", "res5"),
     "MODEL.MASK_FORMER.TEST.PANOPTIC_ON": _eq("semantic segmentation only", False),
     "MODEL.MASK_FORMER.TEST.SEMANTIC_INFERENCE_METHOD": _eq("score = sum over queries of class prob x mask prob",
                                                             "probabilistic"),

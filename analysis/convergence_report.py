@@ -1,0 +1,106 @@
+"""Tables and curves of the convergence study (docs/convergence.md) from committed files:
+
+    python analysis/convergence_report.py docs/results/convergence --doc docs/convergence.md
+
+Reads DIR/results.csv and DIR/curves.csv (written by analysis/collect_runs.py), writes
+DIR/curves_miou.png (all-class val mIoU vs iteration), DIR/curves_loss.png (training loss vs
+iteration) and the generated blocks "convergence-table" of the document.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from markdown_blocks import replace_block  # noqa: E402
+
+METRICS = [("miou", "all"), ("base_miou", "base"), ("novel_miou", "novel"), ("hm", "HM")]
+
+
+def mean_std(values: pd.Series) -> str:
+    v = values.dropna()
+    if len(v) == 0:
+        return "n/a"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.1f}"
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}"
+
+
+def final_table(results: pd.DataFrame) -> str:
+    lines = ["| run | n | " + " | ".join(f"{label} mIoU (%)" for _, label in METRICS) + " |",
+             "|---|---:|" + "---:|" * len(METRICS)]
+    for method, grp in results.groupby("method", sort=False):
+        cells = [mean_std(grp[m]) for m, _ in METRICS]
+        lines.append(f"| {method} | {len(grp)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_table(curves: pd.DataFrame) -> str:
+    ev = curves[curves["series"] == "eval/miou"]
+    if ev.empty:
+        return ""
+    pivot = ev.groupby(["method", "iteration"])["value"].mean().unstack("iteration")
+    its = list(pivot.columns)
+    lines = ["| run | " + " | ".join(f"it {i}" for i in its) + " |", "|---|" + "---:|" * len(its)]
+    for method, row in pivot.iterrows():
+        lines.append(f"| {method} | " + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(curves: pd.DataFrame, series: str, ylabel: str, path: str, smooth: int = 1) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sub = curves[curves["series"] == series]
+    for method, grp in sub.groupby("method", sort=False):
+        for k, (seed, g) in enumerate(grp.groupby("seed")):
+            g = g.sort_values("iteration")
+            y = g["value"].rolling(smooth, min_periods=1).mean()
+            ax.plot(g["iteration"], y, marker="o" if smooth == 1 else None, ms=3,
+                    label=f"{method} (n={grp['seed'].nunique()})" if k == 0 else None)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build(folder: str, doc: str) -> str:
+    results = pd.read_csv(os.path.join(folder, "results.csv"))
+    curves = pd.read_csv(os.path.join(folder, "curves.csv"))
+    plot_curves(curves, "eval/miou", "ToyScenes val all-class mIoU (%)", os.path.join(folder, "curves_miou.png"))
+    plot_curves(curves, "total_loss", "training loss (moving mean of 5 logs)", os.path.join(folder, "curves_loss.png"),
+                smooth=5)
+    text = ("Final metrics (ToyScenes val, split1; mean ± std over seeds where n > 1):\n\n" + final_table(results)
+            + "\n\nAll-class val mIoU (%) during training:\n\n" + curve_table(curves) + "\n")
+    order = os.path.join(folder, "inference_order.csv")
+    if os.path.isfile(order):  # suspect 3: the same weights, two inference orders
+        df = pd.read_csv(order)
+        lines = ["| run | order | " + " | ".join(f"{label} mIoU (%)" for _, label in METRICS) + " |",
+                 "|---|---|" + "---:|" * len(METRICS)]
+        lines += [f"| {r['run']} | {r['order']} | " + " | ".join(f"{r[m]:.1f}" for m, _ in METRICS) + " |"
+                  for _, r in df.iterrows()]
+        text += "\nInference order on the same weights (suspect 3):\n\n" + "\n".join(lines) + "\n"
+    if doc:
+        replace_block(doc, "convergence-table", text)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder")
+    p.add_argument("--doc", default="", help="Markdown file whose generated block to rewrite")
+    args = p.parse_args(argv)
+    print(build(args.folder, args.doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Collecting a sweep into committed files and regenerating the convergence tables from them."""
+import json
+import os
+import sys
+
+import pandas as pd
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+sys.path.insert(0, os.path.join(ROOT, "analysis"))
+
+import collect_runs  # noqa: E402
+import convergence_report  # noqa: E402
+from markdown_blocks import replace_block  # noqa: E402
+
+
+def fake_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    rows = []
+    for method, seed, final in (("A", 1, 30.0), ("A", 2, 34.0), ("B", 1, 20.0)):
+        run = f"{method}/split1/seed{seed}"
+        d = sweep / run
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"miou": final}))
+        lines = [{"iteration": 20, "total_loss": 9.0 + seed, "loss_ce": 2.0},
+                 {"iteration": 150, "eval": {"miou": final / 2, "novel_miou": final / 3}},
+                 {"iteration": 300, "eval": {"miou": final, "novel_miou": final / 2}}]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        rows.append({"run": run, "method": method, "split": "split1", "seed": seed, "novel_miou": final / 2,
+                     "base_miou": final, "miou": final, "hm": final / 1.5, "run_dir": str(d)})
+    pd.DataFrame(rows).to_csv(sweep / "results.csv", index=False)
+    return sweep
+
+
+def test_collect_then_report_reproduces_the_run_values(tmp_path):
+    dest = tmp_path / "docs" / "conv"
+    collect_runs.collect(str(fake_sweep(tmp_path)), str(dest))
+    res = pd.read_csv(dest / "results.csv")
+    assert list(res["run_dir"]) == ["runs/A/split1/seed1", "runs/A/split1/seed2", "runs/B/split1/seed1"]
+    assert json.loads((dest / "runs/A/split1/seed2/metrics.json").read_text()) == {"miou": 34.0}
+    curves = pd.read_csv(dest / "curves.csv")
+    ev = curves[(curves.series == "eval/miou") & (curves.method == "A") & (curves.seed == 2)]
+    assert list(ev["iteration"]) == [150, 300] and list(ev["value"]) == [17.0, 34.0]
+    assert float(curves[(curves.series == "total_loss") & (curves.seed == 2)]["value"].iloc[0]) == 11.0
+    doc = tmp_path / "doc.md"
+    doc.write_text("# title\n\nprose\n")
+    text = convergence_report.build(str(dest), str(doc))
+    # A: mean and sample std of 30 and 34; B: a single run, no std
+    assert "| A | 2 | 32.0 ± 2.8 |" in text and "| B | 1 | 20.0 |" in text
+    assert "| A | 16.0 | 32.0 |" in text  # mean over seeds at iterations 150 and 300
+    assert (dest / "curves_miou.png").is_file() and (dest / "curves_loss.png").is_file()
+    assert doc.read_text().startswith("# title\n\nprose\n")
+
+
+def test_replace_block_keeps_prose_and_replaces_only_the_block(tmp_path):
+    doc = tmp_path / "d.md"
+    doc.write_text("before\n<!-- generated:t -->\nold\n<!-- /generated:t -->\nafter\n")
+    replace_block(str(doc), "t", "new table")
+    assert doc.read_text() == "before\n<!-- generated:t -->\nnew table\n<!-- /generated:t -->\nafter\n"
+    replace_block(str(doc), "u", "other")
+    assert doc.read_text().endswith("after\n\n<!-- generated:u -->\nother\n<!-- /generated:u -->\n")
