@@ -43,6 +43,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from simformer.utils.threads import child_thread_env
+
 SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid")
 METHOD_KEYS = ("config", "opts", "stage", "retrain_config", "stage1_from")
 GRID_KEYS = ("key", "values", "methods")
@@ -811,6 +813,7 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
     # slot -> (run, process, log file, log offset, command, start time, lock fd)
     running: Dict[int, Tuple[Run, subprocess.Popen, Any, int, List[str], float, int]] = {}
     started = 0
+    thread_env = child_thread_env(min(jobs, max(1, total)))  # OMP_NUM_THREADS etc. per concurrent run
     with _sigterm_as_interrupt():
         try:
             while queue or running:
@@ -834,7 +837,7 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
                     try:
                         # The child inherits the lock descriptor: the run stays locked while it lives.
                         proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env=child_env(groups[slot % len(groups)]),
+                                                stdin=subprocess.DEVNULL, env={**child_env(groups[slot % len(groups)]), **thread_env},
                                                 start_new_session=True, pass_fds=(lock,))
                     except OSError as e:
                         logf.write(f"cannot start: {e}\n".encode())
