@@ -9,16 +9,20 @@ The rule (:func:`choose_threads`), first match wins:
 
 1. an explicit value: the ``threads`` argument (``--threads N``), else ``$SIMFORMER_THREADS``, else
    a user-set ``$OMP_NUM_THREADS``;
-2. otherwise ``available_cores() - round(1-minute load average)``, at least 1, divided by the
-   number of processes started together (``jobs``, a sweep's ``--jobs N``), at least 1.
+2. otherwise ``available_cores() - round(load)``, at least 1, divided by the number of processes
+   started together (``jobs``, a sweep's ``--jobs N``), at least 1. ``load`` = the threads of
+   other processes that are runnable now (:func:`load_average`: ``procs_running`` of
+   ``/proc/stat``, 5 readings over 0.1 s, minus this process).
 
 ``available_cores`` is the smallest of the CPU affinity mask (``os.sched_getaffinity``, which
 ``taskset`` / ``--cpuset-cpus`` shrink) and the cgroup CPU quota (cgroup v2 ``cpu.max``, v1
 ``cpu.cfs_quota_us / cpu.cfs_period_us``; docker ``--cpus``, SLURM, Kubernetes limits), the quota
 rounded down (a thread beyond the quota only gets the process throttled).
 
-The load average is a system-wide, one-minute moving average, so it is a hint: it also counts
-processes of other containers and lags a minute behind. An explicit value always wins.
+The load is a hint: it is system-wide (it also counts processes of other containers, whose
+cores the quota may not give us) and a snapshot (a process that runs in short bursts may be
+missed). The 1-minute load average is not used because it lags: it still counts a process that
+stopped a minute ago and misses one that just started. An explicit value always wins.
 
 :func:`configure_threads` applies the choice: ``OMP_WAIT_POLICY=PASSIVE`` (waiting OpenMP threads
 sleep instead of spinning; read when the OpenMP runtime starts, i.e. when torch is imported, so it
@@ -35,6 +39,7 @@ from typing import Mapping, Optional
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_SELF_CGROUP = "/proc/self/cgroup"
+PROC_STAT = "/proc/stat"
 THREADS_ENV = "SIMFORMER_THREADS"
 # Set by configure_threads when OMP_NUM_THREADS holds its own automatic choice (not the user's).
 AUTO_MARK_ENV = "SIMFORMER_THREADS_AUTO"
@@ -160,8 +165,33 @@ def explicit_threads(env: Optional[Mapping[str, str]] = None) -> Optional[int]:
     return _positive_int(env.get("OMP_NUM_THREADS"), "OMP_NUM_THREADS")
 
 
-def load_average() -> float:
-    """1-minute load average (0 where the platform has none)."""
+def _procs_running(stat: str = PROC_STAT) -> Optional[int]:
+    for line in (_read(stat) or "").splitlines():
+        if line.startswith("procs_running "):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def load_average(samples: int = 5, interval_s: float = 0.02, stat: str = PROC_STAT) -> float:
+    """Runnable threads of other processes now: the mean of ``samples`` readings of
+    ``procs_running`` in ``/proc/stat`` minus this process. Unlike the 1-minute load average it
+    does not lag (a process that just started or ended counts at once); where ``/proc/stat`` is
+    missing, the 1-minute load average (0 where the platform has none)."""
+    import time
+
+    counts = []
+    for i in range(max(1, samples)):
+        n = _procs_running(stat)
+        if n is None:
+            break
+        counts.append(n)
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    if counts:
+        return max(0.0, sum(counts) / len(counts) - 1.0)
     try:
         return float(os.getloadavg()[0])
     except (OSError, AttributeError):

@@ -116,3 +116,32 @@ def test_configure_threads_sets_env_and_torch(monkeypatch):
 def test_real_machine_is_sane():
     n = T.available_cores()
     assert 1 <= n <= (os.cpu_count() or 1)
+
+
+def test_load_from_procs_running(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nprocs_running 4\nprocs_blocked 0\n")
+    # 4 runnable threads, one of them this process -> 3 others
+    assert T.load_average(samples=3, interval_s=0.0, stat=str(stat)) == pytest.approx(3.0)
+    readings = iter(["procs_running 1\n", "procs_running 3\n"])
+    monkeypatch.setattr(T, "_read", lambda path: next(readings))
+    assert T.load_average(samples=2, interval_s=0.0, stat="x") == pytest.approx(1.0)  # mean(1, 3) - 1
+    monkeypatch.setattr(T, "_read", lambda path: None)  # no /proc/stat: the 1-minute load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 0.5))
+    assert T.load_average(stat="x") == 1.5
+
+
+def test_busy_process_is_seen_at_once():
+    """A CPU-bound process started just now is runnable at every reading, so the load is >= 1 at
+    once (the 1-minute load average would need a minute)."""
+    import subprocess
+    import time
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        during = T.load_average(samples=10, interval_s=0.01)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert during >= 1.0, during
