@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from simformer.utils.threads import configure_threads
+
 # verb -> module under simformer.commands
 COMMANDS = {
     "demo": "demo",
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        configure_threads(getattr(args, "threads", None))  # before torch starts: threads, passive OpenMP wait
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("simformer: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from simformer.utils.env import checkout_root
+from simformer.utils.threads import child_thread_env
 
 from .spec import Run, SweepError
 from .state import FAILED_FILE, RECORD_FILE, SweepReport, now, plan_and_log, is_done, read_record, try_lock, unlock
@@ -196,6 +197,7 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
     # slot -> (run, process, log file, log offset, command, start time, lock fd)
     running: Dict[int, Tuple[Run, subprocess.Popen, Any, int, List[str], float, int]] = {}
     started = 0
+    thread_env = child_thread_env(min(jobs, max(1, total)))  # OMP_NUM_THREADS etc. per concurrent run
     with _sigterm_as_interrupt():
         try:
             while queue or running:
@@ -219,7 +221,7 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
                     try:
                         # The child inherits the lock descriptor: the run stays locked while it lives.
                         proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env=child_env(groups[slot % len(groups)]),
+                                                stdin=subprocess.DEVNULL, env={**child_env(groups[slot % len(groups)]), **thread_env},
                                                 start_new_session=True, pass_fds=(lock,))
                     except OSError as e:
                         logf.write(f"cannot start: {e}\n".encode())
