@@ -55,9 +55,10 @@ def main(argv=None) -> int:
     try:
         configure_threads(getattr(args, "threads", None))  # before torch starts: threads, passive OpenMP wait
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("simformer: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        # A training stopped by a signal saved a checkpoint and says how to continue (exit 128 + signal).
+        print(f"simformer: {e}" if str(e) else "simformer: interrupted", file=sys.stderr)
+        return int(getattr(e, "exit_code", 130))
     except (FileNotFoundError, ValueError, KeyError) as e:
         # Bad input: a clear one-line error, no traceback (set SIMFORMER_DEBUG=1 for one).
         import os
@@ -67,6 +68,15 @@ def main(argv=None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"simformer {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except (FloatingPointError, OSError) as e:
+        # Runtime failures with a message of their own (non-finite loss, disk full, a rank that stopped
+        # answering): one line, already in log.txt; SIMFORMER_DEBUG=1 for the traceback.
+        import os
+
+        if os.environ.get("SIMFORMER_DEBUG"):
+            raise
+        print(f"simformer {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from simformer.utils.env import checkout_root
+from simformer.utils.run_dir import LOCK_FD_ENV
 from simformer.utils.threads import child_thread_env
 
 from .spec import Run, SweepError
@@ -221,7 +222,8 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
                     try:
                         # The child inherits the lock descriptor: the run stays locked while it lives.
                         proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env={**child_env(groups[slot % len(groups)]), **thread_env},
+                                                stdin=subprocess.DEVNULL, env={**child_env(groups[slot % len(groups)]), **thread_env,
+                                                     LOCK_FD_ENV: str(lock)},
                                                 start_new_session=True, pass_fds=(lock,))
                     except OSError as e:
                         logf.write(f"cannot start: {e}\n".encode())

@@ -10,6 +10,8 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from simformer.utils.run_dir import LOCK_FD_ENV
+
 from .launch import LOG_FILE, finish_run, open_log, write_record, build_command, child_env
 from .spec import Run, SweepError
 from .state import FAILED_FILE, SweepReport, now, plan_and_log, has_checkpoint, is_done, try_lock, unlock
@@ -63,7 +65,8 @@ class SweepJob:
             write_record(run, command, resume)
         try:
             self._proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=child_env(), pass_fds=(lock,) if lock is not None else ())
+                                          env={**child_env(), **({LOCK_FD_ENV: str(lock)} if lock is not None else {})},
+                                          pass_fds=(lock,) if lock is not None else ())
             returncode = self._proc.wait()
         except OSError as e:
             logf.write(f"cannot start: {e}\n".encode())
