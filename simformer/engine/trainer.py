@@ -87,12 +87,14 @@ class Trainer:
         self.rank, self.world = comm.get_rank(), comm.get_world_size()
         self.output_dir = cfg.OUTPUT_DIR
         self.lock = run_folder.acquire(self.output_dir) if self.rank == 0 else None  # before anything is written
+        self._logging = False
         try:
             resume = self._prepare_output(resume, force_config, manage_output)
             self._setup(resume)
         except BaseException as e:
-            if logger.handlers:
-                log_fatal(e, context="cannot start training")
+            if not self._logging:  # refused before the logger started: still say why in log.txt
+                setup_logging(self.output_dir, self.rank)
+            log_fatal(e, context="cannot start training")
             self.close()
             raise
 
@@ -105,6 +107,7 @@ class Trainer:
         if self.world > 1:
             dist.broadcast_object_list(decision, src=0)
         setup_logging(self.output_dir, self.rank)
+        self._logging = True
         if decision[1]:
             logger.info("%s", decision[1])
         return bool(decision[0])
