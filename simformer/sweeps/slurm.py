@@ -85,11 +85,27 @@ class SweepJob:
         import submitit
 
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=30)
+            self._proc.send_signal(signal.SIGINT)  # the trainer saves a checkpoint and exits
+            _wait_exited(self._proc, timeout=30)
         return submitit.helpers.DelayedSubmission(SweepJob(self.run, runner=self.runner, gpus=self.gpus,
                                                            nodes=self.nodes))
+
+
+def _wait_exited(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait until ``proc`` has exited, without reaping it. Called from submitit's signal handler
+    while ``__call__`` is inside ``proc.wait()``, which holds Popen's wait lock: a nested
+    ``proc.wait(timeout)`` could not reap the child and would always sleep the whole timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.returncode is not None:
+            return True
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # reaped meanwhile
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @contextlib.contextmanager

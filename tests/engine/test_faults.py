@@ -275,6 +275,8 @@ def test_unsafe_checkpoint_on_resume_reaches_log(toy_env, tmp_path):
 
     torch.save({"model": {}, "iteration": 3, "x": Payload()}, out / "model_0000003.pth")
     with pytest.raises(ValueError, match="Refused to load checkpoint"):
-        Trainer(cfg_for(out, *NO_TEST), resume=True)
+        Trainer(cfg_for(out, *NO_TEST))  # no --resume: the same config resumes by itself
     assert not (tmp_path / "ran").exists()
-    assert "cannot start training: UnsafeCheckpointError: Refused to load checkpoint" in (out / "log.txt").read_text()
+    log = (out / "log.txt").read_text()
+    assert f"{out} holds a run of the same config (checkpoint model_0000003.pth): resuming it" in log
+    assert "cannot start training: UnsafeCheckpointError: Refused to load checkpoint" in log
