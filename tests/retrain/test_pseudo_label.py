@@ -45,7 +45,7 @@ def test_mixed_label_matches_loop():
 def test_pipeline_runs_and_resumes(toy_env, tmp_path):
     from tiny_config import TINY
 
-    from simformer.retrain.pseudo_label import run_pipeline
+    from simformer.retrain.pipeline import run_pipeline
 
     config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
     opts = TINY + ["SOLVER.MAX_ITER", "2", "MODEL.BACKBONE.WEIGHTS", ""]
@@ -70,7 +70,7 @@ def test_pipeline_reuses_a_finished_stage1_with_the_same_config(toy_env, tmp_pat
 
     from simformer.config import load_cfg
     from simformer.engine.trainer import Trainer
-    from simformer.retrain.pseudo_label import adopt_stage1, run_pipeline
+    from simformer.retrain.pipeline import adopt_stage1, run_pipeline
 
     config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
     opts = TINY + ["SOLVER.MAX_ITER", "2", "MODEL.BACKBONE.WEIGHTS", ""]
