@@ -280,3 +280,36 @@ def test_unsafe_checkpoint_on_resume_reaches_log(toy_env, tmp_path):
     log = (out / "log.txt").read_text()
     assert f"{out} holds a run of the same config (checkpoint model_0000003.pth): resuming it" in log
     assert "cannot start training: UnsafeCheckpointError: Refused to load checkpoint" in log
+
+
+class SignalProcessTreeAt(HookBase):
+    """Before step ``at``: ``signum`` to every child process (data-loader workers), then to us, as
+    SLURM or a terminal's Ctrl-C do. The step then needs more micro-batches than were prefetched, so
+    a worker killed by the signal would fail it (workers ignore SIGINT / SIGUSR2; forked ones also
+    inherit the trainer's handler)."""
+
+    def __init__(self, at, signum):
+        self.at, self.signum = at, signum
+
+    def before_step(self):
+        if self.trainer.iter != self.at:
+            return
+        children = []
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as f:
+                children += [int(p) for p in f.read().split()]
+        assert children, "no data-loader worker"
+        for pid in children:
+            os.kill(pid, self.signum)
+        os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGINT])
+def test_signal_reaching_the_loader_workers_still_stops_cleanly(toy_env, tmp_path, signum):
+    torch.set_num_threads(1)
+    trainer = Trainer(cfg_for(tmp_path / "w", "SOLVER.MAX_ITER", "6", "DATALOADER.NUM_WORKERS", "1", "SOLVER.IMS_PER_BATCH", "8",
+                              "SOLVER.GRAD_ACCUM_STEPS", "2", *NO_TEST))
+    trainer.register_hooks([SignalProcessTreeAt(1, signum)])
+    with pytest.raises(TrainingStopped) as e:
+        trainer.train()
+    assert e.value.iteration == 2 and os.path.isfile(tmp_path / "w" / "model_0000002.pth")
