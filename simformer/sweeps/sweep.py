@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from simformer.utils.run_dir import LOCK_FD_ENV, stop_on_signals
 from simformer.utils.threads import child_thread_env
 
 SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid")
@@ -742,25 +743,6 @@ def _device_groups(devices: Optional[Sequence[str]], gpus: int) -> List[Optional
     return [devices[i:i + gpus] for i in range(0, len(devices), gpus)]
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt (main thread only) so children are stopped cleanly."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _stop(procs: Sequence[subprocess.Popen], grace_s: float) -> None:
     """SIGINT each child's process group (the trainer exits through its finally blocks), SIGKILL
     whatever is still alive after ``grace_s``."""
@@ -814,10 +796,14 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
     running: Dict[int, Tuple[Run, subprocess.Popen, Any, int, List[str], float, int]] = {}
     started = 0
     thread_env = child_thread_env(min(jobs, max(1, total)))  # OMP_NUM_THREADS etc. per concurrent run
-    with _sigterm_as_interrupt():
+    # SIGINT / SIGTERM only set a flag, checked at the top of the loop: a KeyboardInterrupt raised
+    # inside Popen.poll() could leave its internal lock held and hang _stop's final wait.
+    with stop_on_signals((signal.SIGINT, signal.SIGTERM)) as stop:
         try:
             while queue or running:
-                while queue and len(running) < jobs:
+                if stop:
+                    raise KeyboardInterrupt
+                while queue and len(running) < jobs and not stop:
                     slot = min(set(range(jobs)) - set(running))
                     run, resume = queue.pop(0)
                     started += 1
@@ -836,8 +822,9 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
                     _write_record(run, command, resume)
                     try:
                         # The child inherits the lock descriptor: the run stays locked while it lives.
+                        env = {**child_env(groups[slot % len(groups)]), **thread_env, LOCK_FD_ENV: str(lock)}
                         proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env={**child_env(groups[slot % len(groups)]), **thread_env},
+                                                stdin=subprocess.DEVNULL, env=env,
                                                 start_new_session=True, pass_fds=(lock,))
                     except OSError as e:
                         logf.write(f"cannot start: {e}\n".encode())
@@ -925,8 +912,9 @@ class SweepJob:
         if node_rank == 0:
             _write_record(run, command, resume)
         try:
+            env = {**child_env(), **({LOCK_FD_ENV: str(lock)} if lock is not None else {})}
             self._proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=child_env(), pass_fds=(lock,) if lock is not None else ())
+                                          env=env, pass_fds=(lock,) if lock is not None else ())
             returncode = self._proc.wait()
         except OSError as e:
             logf.write(f"cannot start: {e}\n".encode())
