@@ -574,6 +574,31 @@ def test_slurm_needs_timeout(env):
         S.make_executor(str(env.tmp / "x"), cluster="slurm")
 
 
+def test_slurm_executor_parameters(env, monkeypatch, capsys):
+    """--max-requeue goes to SlurmExecutor's constructor (max_num_timeout), the rest to the
+    sbatch parameters; a fake `srun` on PATH lets submitit build a SLURM executor here."""
+    bindir = env.tmp / "bin"
+    bindir.mkdir()
+    (bindir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    ex = S.make_executor(str(env.tmp / "sub"), cluster="slurm", timeout_min=90, partition="gpu", max_requeue=5,
+                         array_parallelism=4, setup=["module load cuda"], gpus_per_node=2, job_name="sweep-t")
+    assert type(ex._executor).__name__ == "SlurmExecutor" and ex._executor.max_num_timeout == 5
+    p = ex._executor.parameters
+    assert (p["partition"], p["time"], p["gpus_per_node"], p["array_parallelism"], p["setup"], p["job_name"]) == \
+        ("gpu", 90, 2, 4, ["module load cuda"], "sweep-t")
+    assert S.make_executor(str(env.tmp / "sub2"), cluster="slurm", timeout_min=5)._executor.max_num_timeout == 3
+    local = S.make_executor(str(env.tmp / "sub3"), cluster="local", max_requeue=5)  # ignored locally, no error
+    assert type(local._executor).__name__ == "LocalExecutor"
+    path = env.write(SMALL)
+    assert _cli([path, "--dry-run", "--executor", "slurm", "--partition", "gpu", "--timeout-min", "90",
+                 "--max-requeue", "5"]) == 0
+    out = capsys.readouterr().out
+    assert ("slurm job parameters: job_name=sweep-small, gpus_per_node=1, nodes=1, timeout_min=90, "
+            "partition=gpu, max_requeue=5\n") in out
+
+
 def test_locked_run_is_running_and_not_started_twice(env):
     sweep = S.load_sweep(env.write(SMALL))
     good1, good2 = sweep.runs[:2]
