@@ -25,7 +25,7 @@ def predict_dataset(model, cfg, dataset_name: str, *, on_prediction: Callable[[d
     """Call ``on_prediction(sample, pred)`` for this rank's share of the dataset, where ``pred``
     is the uint8 argmax map [height, width] at the original resolution."""
     records = get_dataset_dicts(dataset_name)
-    mapper = build_mapper(cfg, False, None)
+    mapper = build_mapper(cfg, False, None, num_classes=get_dataset(dataset_name).num_classes)
     loader = build_test_loader(records, mapper, rank=comm.get_rank(), world_size=comm.get_world_size(),
                                num_workers=cfg.DATALOADER.NUM_WORKERS)
     was_training = model.training

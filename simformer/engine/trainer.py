@@ -69,7 +69,7 @@ def resolve_split(cfg, dataset_name: str) -> Split:
     info = get_dataset(dataset_name)
     if not cfg.WEAKSHOT.SPLIT:
         return all_base_split(info.family, info.classes)
-    return load_split(resolve_path(cfg.WEAKSHOT.SPLIT), expected_names=info.classes)
+    return load_split(resolve_path(cfg.WEAKSHOT.SPLIT), expected_names=info.classes, expected_dataset=dataset_name)
 
 
 def cache_dir_for(dataset_name: str) -> str:

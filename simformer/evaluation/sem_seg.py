@@ -329,7 +329,7 @@ def build_evaluator(cfg, dataset_name: str, split=None) -> SemSegEvaluator:
     if split is None and cfg.WEAKSHOT.SPLIT:
         split = cfg.WEAKSHOT.SPLIT
     if isinstance(split, str):
-        split = load_split(split, expected_names=names)
+        split = load_split(split, expected_names=names, expected_dataset=dataset_name)
     novel_mask = None
     if split is not None:
         if not isinstance(split, Split):
