@@ -85,7 +85,10 @@ class SweepJob:
         import submitit
 
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)  # the trainer saves a checkpoint and exits
+            # The trainer saves a checkpoint after its step and exits. SIGUSR2, not SIGINT: on SLURM
+            # the training process got SIGUSR2 itself already, and a SIGINT after another stop signal
+            # means "stop now, without saving".
+            self._proc.send_signal(signal.SIGUSR2)
             _wait_exited(self._proc, timeout=30)
         return submitit.helpers.DelayedSubmission(SweepJob(self.run, runner=self.runner, gpus=self.gpus,
                                                            nodes=self.nodes))
@@ -139,11 +142,14 @@ def make_executor(folder: str, *, cluster: str = "slurm", job_name: str = "simfo
             raise SweepError("--executor slurm needs --timeout-min (the time limit of each job; a job that "
                              "reaches it is requeued and resumes from its last checkpoint)")
         timeout_min = 7 * 24 * 60  # submitit's local executor would otherwise stop a job after 2 minutes
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    # max_num_timeout belongs to the executor's constructor (AutoExecutor: slurm_max_num_timeout),
+    # update_parameters rejects it.
+    ctor = {"slurm_max_num_timeout": int(max_requeue)} if max_requeue is not None else {}
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **ctor)
     params: Dict[str, Any] = {"name": job_name, "nodes": nodes, "tasks_per_node": 1, "gpus_per_node": gpus_per_node,
                               "cpus_per_task": cpus_per_task, "timeout_min": timeout_min, "mem_gb": mem_gb}
     slurm = {"partition": partition, "array_parallelism": array_parallelism, "account": account, "qos": qos,
-             "constraint": constraint, "setup": list(setup) if setup else None, "max_num_timeout": max_requeue}
+             "constraint": constraint, "setup": list(setup) if setup else None}
     params.update({f"slurm_{k}": v for k, v in slurm.items() if v is not None})
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return executor

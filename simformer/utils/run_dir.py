@@ -228,8 +228,8 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopFlag]
     """Within the block, ``signals`` only set the yielded flag; the previous handlers come back
     on exit. Check the flag after each step: save a checkpoint atomically and leave the loop.
 
-    A second SIGINT while the flag is already set raises KeyboardInterrupt (a user pressing Ctrl-C
-    twice does not want to wait for the step). Outside the main thread (where Python cannot
+    A SIGINT while the flag is already set raises KeyboardInterrupt (a user pressing Ctrl-C twice
+    does not want to wait for the step). Outside the main thread (where Python cannot
     install handlers) the flag is never set.
     """
     flag = StopFlag()
@@ -238,7 +238,7 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopFlag]
         return
 
     def handler(signum, frame):
-        if flag and signum == signal.SIGINT and flag.signum == signal.SIGINT:
+        if flag and signum == signal.SIGINT:
             raise KeyboardInterrupt
         if not flag:
             flag.set(signum)

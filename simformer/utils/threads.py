@@ -2,8 +2,9 @@
 
 On a shared machine the default (one thread per core, OpenMP threads spinning while they wait)
 collapses as soon as other processes are busy: the threads of one step wait for each other, and a
-descheduled thread holds up all the others. Measured on 2 cores with two busy processes, a
-ToyScenes training step ran ~9x slower with 2 threads than with 1 (docs/benchmarks.md).
+descheduled thread holds up all the others. Measured on a busy 2-core machine, a ToyScenes
+training step ran 16x slower with torch's defaults than with this module's choice
+(docs/benchmarks.md, section 0).
 
 The rule (:func:`choose_threads`), first match wins:
 

@@ -54,12 +54,16 @@ def test_submitit_requeue_resumes_from_the_signalled_iteration(toy_env, tmp_path
     _wait_for(lambda: os.path.isfile(log) and "Training efficientnet_lite0" in open(log).read(), 180,
               "the training to start")
     (task,) = _wait_for(lambda: _children(controller), 10, "the job's task process")
-    os.kill(task, signal.SIGUSR2)  # what SLURM sends before the time limit
+    (training,) = _wait_for(lambda: _children(task), 10, "the training process")
+    # SLURM sends SIGUSR2 before the time limit to every process of the job: the training gets it
+    # itself and once more from SweepJob.checkpoint; it saves once and stops.
+    os.kill(training, signal.SIGUSR2)
+    os.kill(task, signal.SIGUSR2)
     result = job.result()
     assert result["status"] == "completed", result
 
     text = open(log).read()
-    stopped = re.search(r"stopped by SIGINT after iteration (\d+) of 8: checkpoint (\S+) saved", text)
+    stopped = re.search(r"stopped by SIGUSR2 after iteration (\d+) of 8: checkpoint (\S+) saved", text)
     assert stopped, text
     k = int(stopped.group(1))
     assert 1 <= k < 8 and stopped.group(2) == os.path.join(run_dir, f"model_{k:07d}.pth")
