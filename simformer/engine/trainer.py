@@ -40,8 +40,8 @@ from simformer.utils.io import atomic_write_json
 from simformer.utils.logger import setup_logging
 from simformer.utils.run_dir import log_fatal, stop_on_signals
 
-from .checkpoint import Checkpointer, rng_state, set_rng_state, unwrap
 from . import run_folder
+from .checkpoint import Checkpointer, rng_state, set_rng_state, unwrap
 from .hooks import EvalHook, HookBase, IterationTimer, MetricsWriter, NanGuard, PeriodicCheckpointer
 from .solver import build_lr_scheduler, build_optimizer
 from .watchdog import RankWatchdog, warn_after
