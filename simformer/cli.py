@@ -13,6 +13,7 @@ import os
 import sys
 
 from simformer.commands import EXIT_CODES, UsageError, add_common_options
+from simformer.utils.threads import configure_threads
 
 # verb -> module under simformer.commands
 COMMANDS = {
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     _apply_output_options(args)
     try:
+        configure_threads(getattr(args, "threads", None))  # before torch starts: threads, passive OpenMP wait
         if getattr(args, "num_gpus", 1) != 1:
             if args.num_gpus < 1:
                 raise UsageError(f"--num-gpus must be >= 1 (got {args.num_gpus})")
@@ -119,9 +121,10 @@ def main(argv=None) -> int:
 
             return launch(main, argv, args.num_gpus)
         return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print("simformer: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        # A training stopped by a signal saved a checkpoint and says how to continue (exit 128 + signal).
+        print(f"simformer: {e}" if str(e) else "simformer: interrupted", file=sys.stderr)
+        return int(getattr(e, "exit_code", 130))
     except BrokenPipeError:  # `simformer config ... | head`: stop quietly, as other command-line tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -16,7 +16,7 @@ class UsageError(ValueError):
 
 
 def add_common_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
-    """-q/--quiet, -v/--verbose, --no-progress: accepted by every verb (and every sub-kind)."""
+    """-q/--quiet, -v/--verbose, --no-progress, --threads: accepted by every verb (and every sub-kind)."""
     d = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("output")
     group.add_argument("-q", "--quiet", action="store_true", default=d or False,
@@ -25,6 +25,9 @@ def add_common_options(parser: argparse.ArgumentParser, suppress: bool = False) 
                        help="debug log lines, and a traceback with any error")
     group.add_argument("--no-progress", action="store_true", default=d or False,
                        help="no progress bars (same as SIMFORMER_PROGRESS=0)")
+    group.add_argument("--threads", type=int, metavar="N", default=d,
+                       help="CPU threads for torch/OpenMP (default: the cores this process may use minus "
+                            "those busy now; same as SIMFORMER_THREADS=N; simformer/utils/threads.py)")
 
 
 def add_config_argument(parser: argparse.ArgumentParser, required: bool = True, help: str = "YAML config file") -> None:

@@ -9,7 +9,11 @@ DESCRIPTION = """Runs the whole weak-shot pipeline on the embedded ToyScenes dat
 
   simformer demo                       # about 5.5 minutes on 2 CPU cores (measured: 5 min 18 s)
   simformer demo --baseline            # also trains the proposal-only (Pr) ablation (about 11 min in all)
-  simformer demo SOLVER.MAX_ITER 100   # a quicker, weaker run"""
+  simformer demo SOLVER.MAX_ITER 100   # a quicker, weaker run
+
+Run it again after an interruption (Ctrl-C saves a checkpoint first) and it resumes where it
+stopped; with other settings the earlier run in --output is moved aside to OUTPUT.old-STAMP
+(the log says which)."""
 
 
 def add_arguments(parser):

@@ -4,7 +4,7 @@ from __future__ import annotations
 HELP = "Mean ± std across seeds and tests against a baseline (Markdown/LaTeX/CSV tables)"
 DESCRIPTION = """\
 Compare every method with a baseline on every split of a results CSV (one row per run, columns
-method, split, seed and the metric; extra columns are ignored).
+method, split and the metric, plus seed for --test paired; extra columns are ignored).
 
 Reports n, mean ± std (ddof=1), diff = mean(method) - mean(baseline), its CI at level 1-alpha with
 the test's sidedness, the p-value, Holm-corrected p across splits within each method, and Hedges' g.

@@ -79,6 +79,18 @@ def _print_plan(sweep, runs, args) -> None:
                                 master_addr="$MASTER_NODE")
             print(f"      {shlex.join(cmd)}")
     print("states: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if args.executor != "local":
+        opts = _executor_options(sweep, args)
+        print(f"{args.executor} job parameters: " + ", ".join(f"{k}={v}" for k, v in opts.items() if v is not None))
+
+
+def _executor_options(sweep, args) -> dict:
+    """What run_submitit passes to make_executor (also shown by --dry-run)."""
+    return dict(job_name=f"sweep-{sweep.name}", gpus_per_node=args.gpus_per_node if args.gpus_per_node is not None else 1,
+                nodes=args.nodes, cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min, mem_gb=args.mem_gb,
+                partition=args.partition, array_parallelism=args.slurm_array_parallelism,
+                account=args.slurm_account, qos=args.slurm_qos, constraint=args.slurm_constraint,
+                setup=args.slurm_setup, max_requeue=args.max_requeue)
 
 
 def run(args) -> int:
@@ -110,11 +122,7 @@ def run(args) -> int:
             runs, folder=os.path.join(sweep.output, ".submitit"),
             cluster="slurm" if args.executor == "slurm" else "local",
             retry_failed=args.retry_failed, wait=not args.no_wait, poll_s=args.poll_s,
-            job_name=f"sweep-{sweep.name}", gpus_per_node=gpus, nodes=args.nodes,
-            cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min, mem_gb=args.mem_gb,
-            partition=args.partition, array_parallelism=args.slurm_array_parallelism,
-            account=args.slurm_account, qos=args.slurm_qos, constraint=args.slurm_constraint,
-            setup=args.slurm_setup, max_requeue=args.max_requeue)
+            **_executor_options(sweep, args))
         if args.no_wait:
             print(f"submitted {len(report.submitted)} job(s); skipped {len(report.skipped)} done run(s). "
                   f"Later: simformer sweep {args.sweep} --collect")

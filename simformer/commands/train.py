@@ -7,6 +7,12 @@ DESCRIPTION = """Train SimFormer (or any of its ablations / MaskFormer) from a Y
   simformer train --config-file maskformer_R50_bs16_160k.yaml              # a MaskFormer config as it is
   simformer train --config ... --output runs/x --resume     # continue from runs/x/last_checkpoint
 
+A folder is written by one process at a time (a second `train` on the same --output refuses).
+Without --resume, a folder holding a checkpoint of the same config is resumed, and any other
+earlier run there is moved aside to OUTPUT.old-YYYYmmdd-HHMMSS (the log says which). SIGUSR2,
+SIGTERM or Ctrl-C save a checkpoint after the current iteration and exit with 128 + the signal
+number; run the command again to continue (a second Ctrl-C stops at once, without saving).
+
 Trailing KEY VALUE pairs override config keys (every key is documented in
 simformer/config/defaults.py; detectron2 / MaskFormer keys: docs/detectron2.md, or check a
 file with `simformer config --config FILE`)."""
@@ -20,6 +26,9 @@ def add_arguments(parser):
     add_num_gpus_argument(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/last_checkpoint (model, optimiser, scheduler, RNG, data order)")
+    parser.add_argument("--force-config", action="store_true",
+                        help="with --resume: accept a config that differs from OUTPUT_DIR/config.yaml and overwrite it "
+                             "(refused otherwise, naming the keys)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS instead of training")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
 
@@ -37,10 +46,13 @@ def run(args) -> int:
     from simformer.engine.trainer import Trainer
 
     cfg = setup_cfg(args)
-    trainer = Trainer(cfg, resume=args.resume)
+    trainer = Trainer(cfg, resume=args.resume, force_config=args.force_config, manage_output=not args.eval_only)
     if args.eval_only:
-        trainer.write_run_files()
-        trainer.evaluate(out_dir=cfg.OUTPUT_DIR)
+        try:
+            trainer.write_run_files()
+            trainer.evaluate(out_dir=cfg.OUTPUT_DIR)
+        finally:
+            trainer.close()
         return 0
     trainer.train()
     return 0

@@ -20,6 +20,10 @@ _C.SEED = 1
 _C.OUTPUT_DIR = "./output"
 # torch.backends.cudnn.benchmark (faster convolutions at the cost of bitwise reproducibility).
 _C.CUDNN_BENCHMARK = False
+# Multi-process runs: seconds a collective (gradient all-reduce, barrier) waits for a rank that does
+# not answer before the run stops with an error naming it; a rank waiting a quarter of this (at most
+# 60 s) logs which rank it is waiting for. Raise it if checkpoints or evaluations take longer.
+_C.DIST_TIMEOUT_S = 600
 
 # ---------------------------------------------------------------------------------------------
 # MODEL

@@ -91,7 +91,7 @@ def build_train_loader(cfg, split: Split, *, start_iter: int = 0, rank: Optional
 def build_test_loader(cfg, name: str, *, rank: Optional[int] = None, world_size: Optional[int] = None):
     """Re-iterable loader of single-sample lists (test mapper: original-resolution ``sem_seg_full``,
     ``image_labels``) over this rank's contiguous share of dataset ``name``."""
-    mapper = build_mapper(cfg, False, None)
+    mapper = build_mapper(cfg, False, None, num_classes=get_dataset(name).num_classes)
     return sharded_test_loader(get_dataset_dicts(name), mapper,
                                rank=comm.get_rank() if rank is None else rank,
                                world_size=comm.get_world_size() if world_size is None else world_size,

@@ -20,12 +20,15 @@ aliases. The datasets root is ``$SIMFORMER_DATASETS``, else ``$DETECTRON2_DATASE
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Dict, List, Optional
 
 import yaml
+
+logger = logging.getLogger("simformer")
 
 IGNORE_LABEL = 255
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -275,7 +278,8 @@ def get_dataset_dicts(name: str) -> List[dict]:
     """detectron2-style records, sorted by file name.
 
     Each: ``{"file_name", "sem_seg_file_name", "image_id", "index"}``. Images listed in the
-    dataset's skip list are dropped. Raises ``FileNotFoundError`` naming the missing folder or
+    dataset's skip list are dropped (logged, with the count); labels whose image is missing (a
+    deleted image) are dropped with a warning naming the count. Raises ``FileNotFoundError`` naming the missing folder or
     label file and how to prepare the data.
     """
     info = get_dataset(name)
@@ -290,6 +294,18 @@ def get_dataset_dicts(name: str) -> List[dict]:
     if not stems:
         raise FileNotFoundError(f"Dataset '{name}': no images in {info.image_root}; {info.prepare_hint}.")
     records = []
+    skipped = sorted(set(stems) & set(info.skip))
+    orphans = sorted(os.path.splitext(fn)[0] for fn in os.listdir(info.sem_seg_root)
+                     if fn.endswith(".png") and not fn.startswith(".") and os.path.splitext(fn)[0] not in stems)
+    if orphans:
+        logger.warning(
+            "Dataset '%s': dropped %d record(s) whose image is missing from %s although the label exists "
+            "in %s (deleted images?), e.g. %s", name, len(orphans), info.image_root, info.sem_seg_root,
+            ", ".join(orphans[:3]))
+    if skipped:
+        logger.info(
+            "Dataset '%s': dropped %d image(s) on the dataset's skip list (all-void / broken in the "
+            "release), e.g. %s", name, len(skipped), ", ".join(skipped[:3]))
     for stem in sorted(stems):
         if stem in info.skip:
             continue

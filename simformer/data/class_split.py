@@ -77,10 +77,13 @@ def resolve_split(cfg, dataset_name: str) -> Split:
     info = get_dataset(dataset_name)
     if not cfg.WEAKSHOT.SPLIT:
         return all_base_split(info.family, info.classes)
-    return load_split(resolve_path(cfg.WEAKSHOT.SPLIT), expected_names=info.classes)
+    return load_split(resolve_path(cfg.WEAKSHOT.SPLIT), expected_names=info.classes, expected_dataset=dataset_name)
 
 
-def validate_split(split: Split, expected_names: Optional[Sequence[str]] = None, where: str = "split") -> None:
+def validate_split(split: Split, expected_names: Optional[Sequence[str]] = None, where: str = "split",
+                   expected_dataset: Optional[str] = None) -> None:
+    """Structure checks; with ``expected_names`` (the class list of ``expected_dataset``, default
+    the split's own dataset) the split's class names must equal them."""
     k = len(split.class_names)
     base, novel = list(split.base), list(split.novel)
     for group, ids in (("base", base), ("novel", novel)):
@@ -97,15 +100,21 @@ def validate_split(split: Split, expected_names: Optional[Sequence[str]] = None,
     if missing:
         raise SplitError(f"{where}: classes {missing} are neither base nor novel; base + novel must cover all {k} classes")
     if expected_names is not None and list(expected_names) != list(split.class_names):
-        diff = [i for i, (a, b) in enumerate(zip(expected_names, split.class_names)) if a != b]
+        expected = list(expected_names)
+        n = min(len(expected), len(split.class_names))
+        diff = [i for i in range(n) if expected[i] != split.class_names[i]]
+        diff += list(range(n, max(len(expected), len(split.class_names))))
         raise SplitError(
-            f"{where}: class names do not match dataset '{split.dataset}' "
-            f"({len(split.class_names)} in file vs {len(expected_names)} in dataset; first differing ids {diff[:5]})"
+            f"{where}: made for '{split.dataset}' with {len(split.class_names)} classes, but dataset "
+            f"'{expected_dataset or split.dataset}' has {len(expected)} classes whose names differ "
+            f"(first differing ids {diff[:5]}); use a split made for this dataset"
         )
 
 
-def load_split(path: str, expected_names: Optional[Sequence[str]] = None) -> Split:
-    """Read and validate a split file. ``expected_names`` defaults to the dataset's class list."""
+def load_split(path: str, expected_names: Optional[Sequence[str]] = None,
+               expected_dataset: Optional[str] = None) -> Split:
+    """Read and validate a split file. ``expected_names`` (the class list of ``expected_dataset``)
+    defaults to the class list of the dataset the file names."""
     if not os.path.isfile(path):
         raise SplitError(f"Split file not found: {path} (make one with `simformer split`)")
     try:
@@ -125,7 +134,7 @@ def load_split(path: str, expected_names: Optional[Sequence[str]] = None) -> Spl
             expected_names = class_names(split.dataset)
         except KeyError:
             expected_names = None  # a user family not registered here: check structure only
-    validate_split(split, expected_names, where=f"Split file {path}")
+    validate_split(split, expected_names, where=f"Split file {path}", expected_dataset=expected_dataset)
     return split
 
 

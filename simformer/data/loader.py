@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import random
+import signal
 from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -141,6 +142,12 @@ def _worker_init(worker_id: int, *, seed: int, rank: int) -> None:
     random.seed(int(state[0]))
     np.random.seed(int(state[0]))
     torch.manual_seed((int(state[0]) << 32) | int(state[1]))
+    # Ctrl-C (the terminal's whole process group) and SLURM's SIGUSR2 (every process of the job) reach
+    # the workers too; the trainer stops on them after its step and saves first, so a worker must not
+    # die under that step. SIGTERM keeps its default: the loader's shutdown may need it.
+    for name in ("SIGINT", "SIGUSR2"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def micro_batch_layout(cfg, *, world_size: int = 1, pairs: bool = False) -> Tuple[int, int]:

@@ -180,12 +180,13 @@ def _to_torch(sample: dict) -> dict:
     return sample
 
 
-def build_mapper(cfg, is_train: bool, split=None) -> WeakShotDatasetMapper:
+def build_mapper(cfg, is_train: bool, split=None, num_classes: Optional[int] = None) -> WeakShotDatasetMapper:
     """Mapper from the config (``INPUT.*``, ``MODEL.PIXEL_MEAN``, ``WEAKSHOT.*``) and a split.
 
     ``split`` (``simformer.data.class_split.Split``) gives K and the novel classes; None = all base.
     K comes from ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` when set (>0), else from the split, else from
-    the class list of ``DATASETS.TRAIN[0]``. Pseudo-label retraining (``WEAKSHOT.PSEUDO_LABEL_DIR``)
+    the class list of ``DATASETS.TRAIN[0]``; ``num_classes`` (the class count of the dataset being
+    read, e.g. an evaluation set) replaces the last two. Pseudo-label retraining (``WEAKSHOT.PSEUDO_LABEL_DIR``)
     supervises every class with masks, like ``WEAKSHOT.NOVEL_MASKS``.
     """
     k = int(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
@@ -196,6 +197,8 @@ def build_mapper(cfg, is_train: bool, split=None) -> WeakShotDatasetMapper:
                 f"{split.num_classes} classes; set NUM_CLASSES to -1 or to {split.num_classes}."
             )
         k = split.num_classes
+    elif num_classes is not None:
+        k = int(num_classes)
     elif k <= 0:
         from .catalog import get_dataset
 

@@ -9,7 +9,12 @@ Output folder (cfg.OUTPUT_DIR)::
     log.txt            console log              metrics.jsonl   one JSON line per logged iteration
     model_0001000.pth  periodic checkpoints     model_final.pth final weights
     last_checkpoint    name of the newest       metrics.json    final evaluation (+ per_class_iou.csv)
-    events.out.tfevents.*  TensorBoard
+    events.out.tfevents.*  TensorBoard              .lock           held while a process writes here
+
+Faults: the folder is locked and prepared by ``run_folder.py`` (a second writer refused, stale
+temporaries removed, same config resumed, another run moved aside); SIGUSR2 / SIGTERM / SIGINT
+save a checkpoint after the current step and raise :class:`TrainingStopped`; every test dataset
+is checked before iteration 0; a fatal error is logged to log.txt before it propagates.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import torch.distributed as dist
 
 from simformer.config import dump_cfg
 from simformer.data.build import build_train_loader
-from simformer.data.catalog import get_dataset
+from simformer.data.catalog import get_dataset, get_dataset_dicts
 from simformer.data.class_split import resolve_split
 from simformer.evaluation.evaluator import evaluate_model
 from simformer.modeling.meta_arch import build_model
@@ -33,25 +38,88 @@ from simformer.utils import comm
 from simformer.utils.env import run_info, seed_all
 from simformer.utils.io import atomic_write_json
 from simformer.utils.logger import setup_logging
+from simformer.utils.run_dir import log_fatal, stop_on_signals
 
+from . import run_folder
 from .checkpoint import Checkpointer, rng_state, set_rng_state, unwrap
 from .hooks import EvalHook, HookBase, IterationTimer, MetricsWriter, NanGuard, PeriodicCheckpointer
 from .solver import build_lr_scheduler, build_optimizer
+from .watchdog import RankWatchdog, warn_after
 
 logger = logging.getLogger("simformer")
 
 LOG_PERIOD = 20
 
 
-class Trainer:
-    """``Trainer(cfg).train()``; ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint``."""
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped by a signal after saving a checkpoint; ``exit_code`` = 128 + signal number
+    (the shell's convention), the message says how to continue."""
 
-    def __init__(self, cfg, *, resume: bool = False):
+    def __init__(self, message: str, signum: int, iteration: int, checkpoint: str):
+        super().__init__(message)
+        self.signum, self.iteration, self.checkpoint = signum, iteration, checkpoint
+        self.exit_code = 128 + int(signum)
+
+
+def check_test_datasets(names, num_classes: int) -> None:
+    """Every DATASETS.TEST entry is registered, has records and ``num_classes`` classes (checked
+    before iteration 0 instead of failing after the last one)."""
+    for name in names:
+        info = get_dataset(name)  # KeyError naming the registered ones
+        if info.num_classes != num_classes:
+            raise ValueError(f"DATASETS.TEST '{name}' has {info.num_classes} classes but the model is trained on "
+                             f"{num_classes}; evaluate on a dataset of the same family")
+        if not get_dataset_dicts(name):
+            raise ValueError(f"DATASETS.TEST '{name}' has no images left (all skipped); nothing to evaluate")
+
+
+class Trainer:
+    """``Trainer(cfg).train()``; ``resume=True`` continues from ``OUTPUT_DIR/last_checkpoint``.
+
+    ``manage_output`` (default): without ``resume``, a checkpoint of the same config in OUTPUT_DIR is
+    resumed and any other earlier run moved aside (see ``run_folder.py``); ``force_config`` lets
+    ``resume`` overwrite a config.yaml that differs.
+    """
+
+    def __init__(self, cfg, *, resume: bool = False, force_config: bool = False, manage_output: bool = True):
         self.cfg = cfg
-        self.device = comm.init_distributed(cfg.MODEL.DEVICE)
+        self.device = comm.init_distributed(cfg.MODEL.DEVICE, timeout_s=cfg.DIST_TIMEOUT_S)
         self.rank, self.world = comm.get_rank(), comm.get_world_size()
         self.output_dir = cfg.OUTPUT_DIR
+        self.lock = run_folder.acquire(self.output_dir) if self.rank == 0 else None  # before anything is written
+        self._logging = False
+        try:
+            resume = self._prepare_output(resume, force_config, manage_output)
+            self._setup(resume)
+        except BaseException as e:
+            if not self._logging:  # refused before the logger started: still say why in log.txt
+                setup_logging(self.output_dir, self.rank)
+            log_fatal(e, context="cannot start training")
+            self.close()
+            raise
+
+    def _prepare_output(self, resume: bool, force_config: bool, manage_output: bool) -> bool:
+        """Rank 0 decides (run_folder.prepare) and tells the others; then the logger starts."""
+        decision = [resume, ""]
+        if self.rank == 0 and (manage_output or resume):
+            decision = list(run_folder.prepare(self.output_dir, self.cfg, resume=resume, force_config=force_config,
+                                               lock=self.lock))
+        if self.world > 1:
+            dist.broadcast_object_list(decision, src=0)
         setup_logging(self.output_dir, self.rank)
+        self._logging = True
+        if decision[1]:
+            logger.info("%s", decision[1])
+        return bool(decision[0])
+
+    def close(self) -> None:
+        """Give the output folder's lock back (done by ``train()``; call it after ``evaluate()`` alone)."""
+        if self.lock is not None:
+            run_folder.release(self.output_dir)
+            self.lock = None
+
+    def _setup(self, resume: bool) -> None:
+        cfg = self.cfg
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 
         if len(cfg.DATASETS.TRAIN) != 1 or len(cfg.DATASETS.TEST) > 1:
@@ -64,6 +132,7 @@ class Trainer:
         if self.num_classes != self.info.num_classes:
             raise ValueError(f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={self.num_classes} but dataset "
                              f"'{self.train_name}' has {self.info.num_classes} classes; set it to -1.")
+        check_test_datasets(cfg.DATASETS.TEST, self.num_classes)
 
         seed_all(cfg.SEED)  # identical initialisation on every rank
         self.model = build_model(cfg, self.num_classes, self.split).to(self.device)
@@ -97,8 +166,9 @@ class Trainer:
         """The default hooks, in call order; MetricsWriter last (it writes what the others stored)."""
         cfg, max_iter = self.cfg, self.cfg.SOLVER.MAX_ITER
         self.metrics = MetricsWriter(LOG_PERIOD, max_iter)
-        return [NanGuard(), IterationTimer(), PeriodicCheckpointer(cfg.SOLVER.CHECKPOINT_PERIOD, max_iter),
-                EvalHook(cfg.TEST.EVAL_PERIOD, max_iter), self.metrics]
+        return [RankWatchdog(warn_after(cfg.DIST_TIMEOUT_S)), NanGuard(), IterationTimer(),
+                PeriodicCheckpointer(cfg.SOLVER.CHECKPOINT_PERIOD, max_iter), EvalHook(cfg.TEST.EVAL_PERIOD, max_iter),
+                self.metrics]
 
     def register_hooks(self, hooks: List[HookBase]) -> None:
         for h in hooks:
@@ -173,6 +243,56 @@ class Trainer:
         return logged
 
     def train(self) -> dict:
+        """Run from ``start_iter`` to SOLVER.MAX_ITER, save model_final, evaluate; always gives the
+        folder's lock back. Raises :class:`TrainingStopped` after a stop signal (checkpoint saved)."""
+        try:
+            with stop_on_signals() as stop:
+                return self._train(stop)
+        except TrainingStopped as e:
+            logger.warning("%s", e)
+            raise
+        except KeyboardInterrupt:
+            logger.error("interrupted during iteration %d (no checkpoint saved; the last one is %s)", self.iter,
+                         self.checkpointer.last_checkpoint())
+            raise
+        except BaseException as e:
+            waiting = self.storage.get("waiting_for")
+            log_fatal(e, context=f"training stopped at iteration {self.iter}"
+                                 + (f" while waiting for {waiting}" if waiting else ""))
+            if waiting and isinstance(e, RuntimeError):  # the collective timed out: name the rank
+                raise TimeoutError(f"rank {self.rank} gave up after DIST_TIMEOUT_S={self.cfg.DIST_TIMEOUT_S} s in "
+                                   f"iteration {self.iter} waiting for {waiting} "
+                                   f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
+            raise
+        finally:
+            self.close()
+
+    def _stop_requested(self, stop) -> int:
+        """The signal that asks every rank to stop (0 = none); all ranks agree, so that they save the
+        same iteration and leave together."""
+        signum = int(stop.signum or 0)
+        if self.world > 1:
+            t = torch.tensor([signum], dtype=torch.int64)
+            if dist.get_backend() == "nccl":
+                t = t.cuda()
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            signum = int(t.item())
+        return signum
+
+    def _save_on_stop(self, signum: int) -> None:
+        import signal
+
+        name = f"model_{self.iter:07d}"
+        last = self.checkpointer.last_checkpoint()
+        path = last if last and os.path.basename(last) == name + ".pth" else self.save(name, self.iter)
+        if path is None:  # ranks > 0
+            path = os.path.join(self.output_dir, name + ".pth")
+        raise TrainingStopped(f"stopped by {signal.Signals(signum).name} after iteration {self.iter} of "
+                              f"{self.cfg.SOLVER.MAX_ITER}: checkpoint {path} saved; run the same command with "
+                              "--resume (or without it: the same config resumes) to continue",
+                              signum, self.iter, path)
+
+    def _train(self, stop) -> dict:
         cfg = self.cfg
         self.write_run_files()
         max_iter = cfg.SOLVER.MAX_ITER
@@ -197,10 +317,13 @@ class Trainer:
                 self.iter = it + 1
                 for h in self.hooks:
                     h.after_step()
+                signum = self._stop_requested(stop)
+                if signum and self.iter < max_iter:
+                    self._save_on_stop(signum)
             self.save("model_final", max_iter)
             if cfg.DATASETS.TEST:
                 results = self.evaluate(out_dir=self.output_dir)
-                self.metrics.write_eval(max_iter, results)
+                self.metrics.write_eval(max_iter, results, tensorboard=True)  # the final one reaches TensorBoard too
         finally:
             for h in self.hooks:
                 h.after_train()

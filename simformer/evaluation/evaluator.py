@@ -104,7 +104,7 @@ def build_evaluator(cfg, dataset_name: str, split=None) -> SemSegDatasetEvaluato
     if split is None and cfg.WEAKSHOT.SPLIT:
         split = cfg.WEAKSHOT.SPLIT
     if isinstance(split, str):
-        split = load_split(split, expected_names=names)
+        split = load_split(split, expected_names=names, expected_dataset=dataset_name)
     if split is not None and not isinstance(split, Split):
         raise ValueError(f"split must be a Split or a split-file path, got {type(split).__name__}")
     try:

@@ -48,6 +48,9 @@ def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return 1 - (num + 1) / (den + 1)
 
 
+_WORST_COST = 1e30
+
+
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of queries to targets per image.
 
@@ -113,10 +116,10 @@ class HungarianMatcher(nn.Module):
                 continue
             c = cost.cpu()
             if not torch.isfinite(c).all():
-                raise FloatingPointError(
-                    f"HungarianMatcher: non-finite matching cost for image {b} "
-                    "(predictions contain NaN/inf; lower the learning rate or check AMP)"
-                )
+                # Non-finite predictions: match anyway (NaN/inf costs count as the worst) and let the
+                # losses, which are then non-finite too, reach the trainer's one NaN check, which
+                # names the iteration and the terms.
+                c = torch.nan_to_num(c, nan=_WORST_COST, posinf=_WORST_COST, neginf=-_WORST_COST)
             qi, ti = linear_sum_assignment(c.numpy())
             out.append((torch.as_tensor(qi, dtype=torch.long), torch.as_tensor(ti, dtype=torch.long)))
         return out

@@ -71,9 +71,12 @@ def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[
         stage1_metrics = json.load(f)
 
     if not os.path.isfile(os.path.join(labels, DONE)):
-        trainer = Trainer(cfg1)
-        Checkpointer.load(os.path.join(stage1, "model_final.pth"), model=trainer.model)
-        generate_pseudo_labels(trainer.model, cfg1, trainer.split, labels)
+        trainer = Trainer(cfg1, manage_output=False)  # only the model: stage 1's folder stays as it is
+        try:
+            Checkpointer.load(os.path.join(stage1, "model_final.pth"), model=trainer.model)
+            generate_pseudo_labels(trainer.model, cfg1, trainer.split, labels)
+        finally:
+            trainer.close()
     with open(os.path.join(labels, DONE)) as f:
         quality = json.load(f)
 

@@ -32,7 +32,8 @@ def check_columns(df: pd.DataFrame, columns: Iterable[str], *, source: str = "re
     if missing:
         raise ValueError(
             f"{source}: missing column(s) {missing}; columns present: {list(df.columns)}. "
-            "A results CSV needs one row per run with at least method, split, seed and the metric."
+            "A results CSV needs one row per run with at least method, split and the metric "
+            "(and seed for --test paired)."
         )
 
 

@@ -13,6 +13,8 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from simformer.utils.env import checkout_root
+from simformer.utils.run_dir import LOCK_FD_ENV, stop_on_signals
+from simformer.utils.threads import child_thread_env
 
 from .spec import Run, SweepError
 from .state import FAILED_FILE, RECORD_FILE, SweepReport, now, plan_and_log, is_done, read_record, try_lock, unlock
@@ -136,25 +138,6 @@ def _device_groups(devices: Optional[Sequence[str]], gpus: int) -> List[Optional
     return [devices[i:i + gpus] for i in range(0, len(devices), gpus)]
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt (main thread only) so children are stopped cleanly."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _stop(procs: Sequence[subprocess.Popen], grace_s: float) -> None:
     """SIGINT each child's process group (the trainer exits through its finally blocks), SIGKILL
     whatever is still alive after ``grace_s``."""
@@ -196,10 +179,15 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
     # slot -> (run, process, log file, log offset, command, start time, lock fd)
     running: Dict[int, Tuple[Run, subprocess.Popen, Any, int, List[str], float, int]] = {}
     started = 0
-    with _sigterm_as_interrupt():
+    thread_env = child_thread_env(min(jobs, max(1, total)))  # OMP_NUM_THREADS etc. per concurrent run
+    # SIGINT / SIGTERM only set a flag, checked at the top of the loop: a KeyboardInterrupt raised
+    # inside Popen.poll() could leave its internal lock held and hang _stop's final wait.
+    with stop_on_signals((signal.SIGINT, signal.SIGTERM)) as stop:
         try:
             while queue or running:
-                while queue and len(running) < jobs:
+                if stop:
+                    raise KeyboardInterrupt
+                while queue and len(running) < jobs and not stop:
                     slot = min(set(range(jobs)) - set(running))
                     run, resume = queue.pop(0)
                     started += 1
@@ -219,7 +207,8 @@ def run_local(runs: Sequence[Run], *, jobs: int = 1, runner: Optional[Sequence[s
                     try:
                         # The child inherits the lock descriptor: the run stays locked while it lives.
                         proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env=child_env(groups[slot % len(groups)]),
+                                                stdin=subprocess.DEVNULL, env={**child_env(groups[slot % len(groups)]), **thread_env,
+                                                     LOCK_FD_ENV: str(lock)},
                                                 start_new_session=True, pass_fds=(lock,))
                     except OSError as e:
                         logf.write(f"cannot start: {e}\n".encode())

@@ -10,6 +10,8 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from simformer.utils.run_dir import LOCK_FD_ENV
+
 from .launch import LOG_FILE, finish_run, open_log, write_record, build_command, child_env
 from .spec import Run, SweepError
 from .state import FAILED_FILE, SweepReport, now, plan_and_log, has_checkpoint, is_done, try_lock, unlock
@@ -63,7 +65,8 @@ class SweepJob:
             write_record(run, command, resume)
         try:
             self._proc = subprocess.Popen(command, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=child_env(), pass_fds=(lock,) if lock is not None else ())
+                                          env={**child_env(), **({LOCK_FD_ENV: str(lock)} if lock is not None else {})},
+                                          pass_fds=(lock,) if lock is not None else ())
             returncode = self._proc.wait()
         except OSError as e:
             logf.write(f"cannot start: {e}\n".encode())
@@ -82,11 +85,30 @@ class SweepJob:
         import submitit
 
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=30)
+            # The trainer saves a checkpoint after its step and exits. SIGUSR2, not SIGINT: on SLURM
+            # the training process got SIGUSR2 itself already, and a SIGINT after another stop signal
+            # means "stop now, without saving".
+            self._proc.send_signal(signal.SIGUSR2)
+            _wait_exited(self._proc, timeout=30)
         return submitit.helpers.DelayedSubmission(SweepJob(self.run, runner=self.runner, gpus=self.gpus,
                                                            nodes=self.nodes))
+
+
+def _wait_exited(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait until ``proc`` has exited, without reaping it. Called from submitit's signal handler
+    while ``__call__`` is inside ``proc.wait()``, which holds Popen's wait lock: a nested
+    ``proc.wait(timeout)`` could not reap the child and would always sleep the whole timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.returncode is not None:
+            return True
+        try:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # reaped meanwhile
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @contextlib.contextmanager
@@ -120,11 +142,14 @@ def make_executor(folder: str, *, cluster: str = "slurm", job_name: str = "simfo
             raise SweepError("--executor slurm needs --timeout-min (the time limit of each job; a job that "
                              "reaches it is requeued and resumes from its last checkpoint)")
         timeout_min = 7 * 24 * 60  # submitit's local executor would otherwise stop a job after 2 minutes
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    # max_num_timeout belongs to the executor's constructor (AutoExecutor: slurm_max_num_timeout),
+    # update_parameters rejects it.
+    ctor = {"slurm_max_num_timeout": int(max_requeue)} if max_requeue is not None else {}
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **ctor)
     params: Dict[str, Any] = {"name": job_name, "nodes": nodes, "tasks_per_node": 1, "gpus_per_node": gpus_per_node,
                               "cpus_per_task": cpus_per_task, "timeout_min": timeout_min, "mem_gb": mem_gb}
     slurm = {"partition": partition, "array_parallelism": array_parallelism, "account": account, "qos": qos,
-             "constraint": constraint, "setup": list(setup) if setup else None, "max_num_timeout": max_requeue}
+             "constraint": constraint, "setup": list(setup) if setup else None}
     params.update({f"slurm_{k}": v for k, v in slurm.items() if v is not None})
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return executor

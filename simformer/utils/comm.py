@@ -26,10 +26,11 @@ def synchronize() -> None:
         dist.barrier()
 
 
-def init_distributed(device_pref: str = "auto") -> torch.device:
+def init_distributed(device_pref: str = "auto", timeout_s: float = 600.0) -> torch.device:
     """Initialise the default process group when launched by torchrun; return this rank's device.
 
     NCCL on GPUs, gloo on CPU. A single process (no WORLD_SIZE) runs without a process group.
+    ``timeout_s`` (config DIST_TIMEOUT_S) bounds how long a collective waits for a missing rank.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda")
@@ -40,7 +41,7 @@ def init_distributed(device_pref: str = "auto") -> torch.device:
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return device
 
 

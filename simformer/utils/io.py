@@ -1,8 +1,10 @@
 """Atomic file writes and image/label reading with errors that name the file."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -15,7 +17,10 @@ from PIL import Image, UnidentifiedImageError
 def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path in ``path``'s folder; rename it onto ``path`` only on success.
 
-    A crash or Ctrl-C therefore never leaves a half-written ``path`` behind.
+    A crash or Ctrl-C therefore never leaves a half-written ``path`` behind (a ``kill -9`` may leave
+    the temporary, ``.tmp-XXXXXXXX``: see :func:`simformer.utils.run_dir.remove_stale_temps`). A full
+    disk (ENOSPC, or torch.save's "unexpected pos" RuntimeError) is re-raised as an OSError naming
+    ``path`` and the free space (:func:`disk_full_error`).
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -24,10 +29,39 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if is_disk_full(e):
+            raise disk_full_error(path, e) from e
         raise
+
+
+# torch.save reports a failed write (a full disk) as "[enforce fail at inline_container.cc:NNN]
+# . unexpected pos N vs M" or "... PytorchStreamWriter failed writing file ...".
+_TORCH_WRITE_FAILED = ("unexpected pos", "failed writing")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC / EDQUOT and for torch.save's write-failure RuntimeError."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        return "inline_container" in text and any(t in text for t in _TORCH_WRITE_FAILED)
+    return False
+
+
+def disk_full_error(path: str, cause: BaseException | None = None) -> OSError:
+    """``OSError(ENOSPC)`` whose message names the file and the free space of its folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}"
+    except OSError:
+        free = f"free space of {folder} unknown"
+    err = OSError(f"No space left on device writing {path} ({free})")
+    err.errno = errno.ENOSPC
+    return err
 
 
 def atomic_write_text(path: str, text: str) -> None:

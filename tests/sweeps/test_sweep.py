@@ -2,6 +2,7 @@
 fail / parallel / interrupt logic of both executors, driven by a fake runner script that accepts
 the same arguments as ``python -m simformer train`` and writes metrics from a known formula."""
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,20 @@ SPLIT2 = os.path.join(REPO, "splits", "toyscenes", "split2.json")
 
 FAKE = r'''
 import json, os, signal, sys, time
+
+
+def _lock_fd_ok(out):
+    """The inherited descriptor named by SIMFORMER_RUN_LOCK_FD is the run's .lock file."""
+    fd = os.environ.get("SIMFORMER_RUN_LOCK_FD")
+    if fd is None:
+        return None
+    try:
+        a, b = os.fstat(int(fd)), os.stat(os.path.join(out, ".lock"))
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 args = sys.argv[1:]
 stage = args[0]
 config = args[args.index("--config") + 1]
@@ -34,16 +49,20 @@ os.makedirs(out, exist_ok=True)
 call = {"stage": stage, "config": os.path.basename(config), "resume": resume, "opts": pairs,
         "start": time.time(), "pythonpath": os.environ.get("PYTHONPATH", ""),
         "progress": os.environ.get("SIMFORMER_PROGRESS"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "rank_env": os.environ.get("RANK")}
+        "rank_env": os.environ.get("RANK"), "omp": os.environ.get("OMP_NUM_THREADS"),
+        "threads": os.environ.get("SIMFORMER_THREADS"), "wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "lock_fd_ok": _lock_fd_ok(out)}
 print("fake run", out, flush=True)
 if os.environ.get("FAKE_HANG"):
-    with open(os.path.join(out, "pid"), "w") as f:
-        f.write(str(os.getpid()))
-    try:
-        time.sleep(60)
-    except KeyboardInterrupt:  # the sweep stops children with SIGINT: leave a trace of a clean exit
+    def stopped(signum, frame):  # the sweep stops children with SIGINT: leave a trace of a clean exit
         open(os.path.join(out, "interrupted"), "w").close()
         sys.exit(130)
+
+    signal.signal(signal.SIGINT, stopped)  # before announcing readiness through the pid file
+    with open(os.path.join(out, "pid.tmp"), "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(os.path.join(out, "pid.tmp"), os.path.join(out, "pid"))
+    time.sleep(60)
 time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
 seed = int(pairs["SEED"])
 if os.path.basename(config).startswith("bad") or str(seed) in os.environ.get("FAKE_FAIL_SEEDS", "").split(","):
@@ -357,14 +376,20 @@ def test_changed_spec_is_refused(env):
     assert S.run_state(changed.runs[0]) == "done"
 
 
-def test_ctrl_c_stops_children_cleanly(env):
+GRACE_S = 10
+
+
+def _hanging_sweep(env, extra=""):
+    """Start a driver running two hanging fake runs; return (driver, runs, child pids) once both
+    children have installed their SIGINT handler (they write ``pid`` after that)."""
     script = env.tmp / "driver.py"
     script.write_text(textwrap.dedent(f"""
         import sys
         from simformer import sweeps as S
         sw = S.load_sweep({str(env.tmp / 'sweep.yaml')!r})
+    """) + textwrap.dedent(extra) + textwrap.dedent(f"""
         try:
-            S.run_local(sw.runs[:2], jobs=2, runner={env.runner!r}, grace_s=10)
+            S.run_local(sw.runs[:2], jobs=2, runner={env.runner!r}, grace_s={GRACE_S})
         except KeyboardInterrupt:
             sys.exit(130)
     """))
@@ -374,14 +399,26 @@ def test_ctrl_c_stops_children_cleanly(env):
                             env=dict(os.environ, FAKE_HANG="1", PYTHONPATH=REPO),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pid_files = [os.path.join(r.run_dir, "pid") for r in runs]
-    deadline = time.time() + 15
+    deadline = time.time() + 120  # two Python start-ups on a loaded machine
     while not all(os.path.exists(p) for p in pid_files):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"children did not start: {proc.communicate()[0].decode()}")
         time.sleep(0.05)
-    time.sleep(0.2)
-    child_pids = [int(open(p).read()) for p in pid_files]
-    os.kill(proc.pid, signal.SIGINT)
-    out = proc.communicate(timeout=15)[0].decode()
+    return proc, runs, [int(open(p).read()) for p in pid_files]
+
+
+def _check_stopped_cleanly(proc, runs, child_pids):
+    # The driver needs at most GRACE_S to stop its children, plus its own exit: the timeout covers
+    # the grace period with room for a loaded machine.
+    try:
+        out = proc.communicate(timeout=GRACE_S + 50)[0].decode()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in child_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        pytest.fail(f"the sweep did not exit after SIGINT: {proc.communicate()[0].decode()}")
     assert proc.returncode == 130, out
     assert "[interrupted] stopping 2 running run(s)" in out
     for r, pid in zip(runs, child_pids):
@@ -390,6 +427,64 @@ def test_ctrl_c_stops_children_cleanly(env):
             os.kill(pid, 0)
         assert not os.path.exists(os.path.join(r.run_dir, "FAILED"))  # interrupted != failed
         assert S.run_state(r) == "new"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_children_cleanly(env, sig):
+    proc, runs, child_pids = _hanging_sweep(env)
+    os.kill(proc.pid, sig)
+    _check_stopped_cleanly(proc, runs, child_pids)
+
+
+def test_interrupt_inside_popen_poll_does_not_hang(env):
+    """The race behind a flaky hang: a KeyboardInterrupt raised while the sweep's loop is inside
+    ``Popen.poll()`` can leave the Popen's internal wait lock held (CPython checks for signals right
+    after the lock is taken, before the ``try`` that releases it), and then ``Popen.wait()`` after
+    SIGKILL blocks forever. Here the signal is delivered deterministically at that point: the
+    patched poll takes the lock, signals its own process and runs bytecode with the lock held (a
+    handler that raises leaks the lock exactly as CPython's window does). The sweep's handlers only
+    set a flag, so poll finishes, releases the lock and the loop stops the children."""
+    extra = f"""
+        import os, signal, subprocess
+        _poll = subprocess.Popen.poll
+        trigger = {str(env.tmp / 'trigger')!r}
+        fired = []
+
+        def poll(self):
+            if not fired and os.path.exists(trigger):
+                fired.append(1)
+                self._waitpid_lock.acquire()
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(100000):  # a raising handler fires here, with the lock held
+                    pass
+                self._waitpid_lock.release()
+            return _poll(self)
+
+        subprocess.Popen.poll = poll
+    """
+    proc, runs, child_pids = _hanging_sweep(env, extra)
+    (env.tmp / "trigger").write_text("")
+    _check_stopped_cleanly(proc, runs, child_pids)
+
+
+def test_children_get_threads_per_job_and_the_lock(env, monkeypatch):
+    for k in ("SIMFORMER_THREADS", "OMP_WAIT_POLICY", "SIMFORMER_THREADS_AUTO"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's count is per run
+    sweep = S.load_sweep(env.write(SMALL))
+    good1, good2 = sweep.runs[:2]
+    S.run_local([good1, good2], jobs=2, runner=env.runner, log=quiet)
+    for r in (good1, good2):
+        c = calls(r)[0]
+        assert (c["omp"], c["threads"], c["wait_policy"], c["lock_fd_ok"]) == ("3", "3", "PASSIVE", True)
+    monkeypatch.delenv("OMP_NUM_THREADS")  # automatic: available cores minus load, split between jobs
+    from simformer.utils import threads as T
+
+    monkeypatch.setattr(T, "available_cores", lambda *a, **k: 8)
+    monkeypatch.setattr(T, "load_average", lambda *a, **k: 2.2)
+    sweep = S.load_sweep(env.write(SMALL.replace("output: runs", "output: runs2")))
+    S.run_local(sweep.runs[:2], jobs=2, runner=env.runner, log=quiet)
+    assert [calls(r)[0]["omp"] for r in sweep.runs[:2]] == ["3", "3"]  # (8 - 2) // 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,6 +572,31 @@ def test_submitit_local_executor(env):
 def test_slurm_needs_timeout(env):
     with pytest.raises(S.SweepError, match="--timeout-min"):
         S.make_executor(str(env.tmp / "x"), cluster="slurm")
+
+
+def test_slurm_executor_parameters(env, monkeypatch, capsys):
+    """--max-requeue goes to SlurmExecutor's constructor (max_num_timeout), the rest to the
+    sbatch parameters; a fake `srun` on PATH lets submitit build a SLURM executor here."""
+    bindir = env.tmp / "bin"
+    bindir.mkdir()
+    (bindir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    ex = S.make_executor(str(env.tmp / "sub"), cluster="slurm", timeout_min=90, partition="gpu", max_requeue=5,
+                         array_parallelism=4, setup=["module load cuda"], gpus_per_node=2, job_name="sweep-t")
+    assert type(ex._executor).__name__ == "SlurmExecutor" and ex._executor.max_num_timeout == 5
+    p = ex._executor.parameters
+    assert (p["partition"], p["time"], p["gpus_per_node"], p["array_parallelism"], p["setup"], p["job_name"]) == \
+        ("gpu", 90, 2, 4, ["module load cuda"], "sweep-t")
+    assert S.make_executor(str(env.tmp / "sub2"), cluster="slurm", timeout_min=5)._executor.max_num_timeout == 3
+    local = S.make_executor(str(env.tmp / "sub3"), cluster="local", max_requeue=5)  # ignored locally, no error
+    assert type(local._executor).__name__ == "LocalExecutor"
+    path = env.write(SMALL)
+    assert _cli([path, "--dry-run", "--executor", "slurm", "--partition", "gpu", "--timeout-min", "90",
+                 "--max-requeue", "5"]) == 0
+    out = capsys.readouterr().out
+    assert ("slurm job parameters: job_name=sweep-small, gpus_per_node=1, nodes=1, timeout_min=90, "
+            "partition=gpu, max_requeue=5\n") in out
 
 
 def test_locked_run_is_running_and_not_started_twice(env):
