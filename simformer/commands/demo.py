@@ -7,8 +7,8 @@ DESCRIPTION = """Runs the whole weak-shot pipeline on the embedded ToyScenes dat
   3. evaluates on toyscenes_val and prints the base / novel / all mIoU and HM table,
   4. writes metrics.json, per_class_iou.csv, the run files and figures to --output.
 
-  simformer demo                       # about 5.5 minutes on 2 CPU cores (measured: 5 min 18 s)
-  simformer demo --baseline            # also trains the proposal-only (Pr) ablation (about 11 min in all)
+  simformer demo                       # 900 iterations, about 8 minutes on 2 quiet CPU cores (0.5 s per step)
+  simformer demo --baseline            # also trains the proposal-only (Pr) ablation (about twice as long)
   simformer demo SOLVER.MAX_ITER 100   # a quicker, weaker run
 
 Run it again after an interruption (Ctrl-C saves a checkpoint first) and it resumes where it

@@ -52,7 +52,12 @@ def package_versions() -> dict:
 
 
 def run_info() -> dict:
-    return {"git_commit": git_commit(), "versions": package_versions(), "argv": sys.argv}
+    """Provenance of a run. ``torch_threads`` matters: CPU results are bit-identical for the same
+    thread count and differ (reduction order) for another one."""
+    import torch
+
+    return {"git_commit": git_commit(), "versions": package_versions(), "argv": sys.argv,
+            "torch_threads": torch.get_num_threads()}
 
 
 def seed_all(seed: int) -> None:

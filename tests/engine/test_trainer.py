@@ -88,6 +88,7 @@ def test_run_files_and_nan_guard(toy_env, tmp_path):
     assert "iteration 0" in str(e.value) and "loss_ce" in str(e.value)
     info = json.load(open(tmp_path / "nan" / "run_info.json"))
     assert info["git_commit"] and info["versions"]["torch"]
+    assert info["torch_threads"] == torch.get_num_threads() == 1
     assert os.path.isfile(tmp_path / "nan" / "config.yaml")
     assert not os.path.exists(tmp_path / "nan" / "model_final.pth")
 
