@@ -88,9 +88,9 @@ def run(seed: int, out: str, num_images: int, num_pixels: int, ssd: bool) -> dic
         pred = clf.predict(pixel_features(image).reshape(-1, 9)).reshape(gt.shape)
         conf += confusion_matrix(pred, gt, k)
     split = load_split(os.path.join(os.path.dirname(__file__), "..", "..", "splits", "toyscenes", "split1.json"),
-                       info.class_names)
-    results = metrics_from_confusion(conf, class_names=info.class_names, novel_mask=split.novel_mask())
-    write_results(results, out, info.class_names, split.novel_mask())
+                       info.classes)
+    results = metrics_from_confusion(conf, class_names=info.classes, novel_mask=split.novel_mask())
+    write_results(results, out, info.classes, split.novel_mask())
     return results
 
 
