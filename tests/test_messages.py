@@ -71,9 +71,9 @@ def test_split_mismatch_names_both_datasets_and_counts(tmp_path):
     save_split(split, path)
     with pytest.raises(SplitError) as info:
         load_split(path, expected_names=[f"c{i}" for i in range(7)], expected_dataset="mydata_train")
-    assert str(info.value) == (f"Split file {path}: made for 'toyscenes' with 5 classes, but dataset "
-                               "'mydata_train' has 7 classes whose names differ (first differing ids [5, 6]); "
-                               "use a split made for this dataset")
+    assert str(info.value) == (f"Split file {path}: class names do not match dataset 'mydata_train' "
+                               "(7 classes; the split was made for 'toyscenes' with 5; first differing ids "
+                               "[5, 6]); use a split made for this dataset")
 
 
 def test_eval_mapper_uses_the_evaluated_datasets_class_count(toy_env, tmp_path):

@@ -105,9 +105,9 @@ def validate_split(split: Split, expected_names: Optional[Sequence[str]] = None,
         diff = [i for i in range(n) if expected[i] != split.class_names[i]]
         diff += list(range(n, max(len(expected), len(split.class_names))))
         raise SplitError(
-            f"{where}: made for '{split.dataset}' with {len(split.class_names)} classes, but dataset "
-            f"'{expected_dataset or split.dataset}' has {len(expected)} classes whose names differ "
-            f"(first differing ids {diff[:5]}); use a split made for this dataset"
+            f"{where}: class names do not match dataset '{expected_dataset or split.dataset}' "
+            f"({len(expected)} classes; the split was made for '{split.dataset}' with "
+            f"{len(split.class_names)}; first differing ids {diff[:5]}); use a split made for this dataset"
         )
 
 

@@ -122,12 +122,17 @@ class MetricsWriter(HookBase):
                         dynamic_ncols=True)
 
     def _open_log(self):
-        """Open metrics.jsonl, dropping lines past the resumed iteration (written after the checkpoint)."""
+        """Open metrics.jsonl, dropping lines past the resumed iteration (written after the checkpoint);
+        resumed from model_final, also the final evaluation's line (the trainer evaluates again)."""
         start = self.trainer.start_iter
         path = os.path.join(self.trainer.output_dir, "metrics.jsonl")
         if start > 0 and os.path.isfile(path):
+            def kept(record: dict) -> bool:
+                it = record.get("iteration", 0)
+                return it < start or (it == start and not (start >= self.max_iter and "eval" in record))
+
             with open(path) as f:
-                keep = [line for line in f if line.strip() and json.loads(line).get("iteration", 0) <= start]
+                keep = [line for line in f if line.strip() and kept(json.loads(line))]
             atomic_write_text(path, "".join(keep))
         elif start == 0 and os.path.isfile(path):
             os.unlink(path)

@@ -156,7 +156,7 @@ def _valid_dict():
     (lambda d: d["base"].append(d["novel"][0]), "both base and novel"),
     (lambda d: d["novel"].pop(), "neither base nor novel"),
     (lambda d: d["novel"].append(150), r"outside 0\.\.149"),
-    (lambda d: d["class_names"].__setitem__(3, "not-a-class"), "whose names differ"),
+    (lambda d: d["class_names"].__setitem__(3, "not-a-class"), "class names do not match"),
     (lambda d: d.pop("novel"), "lacks the key 'novel'"),
 ])
 def test_load_split_rejects_invalid(tmp_path, mutate, pattern):

@@ -67,6 +67,16 @@ def test_metrics_writer_drops_lines_past_a_resume(tmp_path):
     drive(resumed, [MetricsWriter(1, 5)], 5)
     its = [json.loads(line)["iteration"] for line in open(tmp_path / "metrics.jsonl")]
     assert its == [1, 2, 3, 4, 5]
+    # resumed from model_final (no step left): the trainer's final evaluation is written again, once
+    for miou in (1.0, 2.0):
+        writer = MetricsWriter(1, 5)
+        writer.trainer = fake_trainer(tmp_path, start_iter=5)
+        writer.before_train()
+        writer.write_eval(5, {"miou": miou}, tensorboard=True)
+        writer.after_train()
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [(d["iteration"], d.get("eval")) for d in lines][-2:] == [(5, None), (5, {"miou": 2.0})]
+    assert len(lines) == 6
 
 
 def test_nan_guard_names_terms_and_checkpoint(tmp_path):

@@ -59,6 +59,7 @@ def test_submitit_requeue_resumes_from_the_signalled_iteration(toy_env, tmp_path
     # itself and once more from SweepJob.checkpoint; it saves once and stops.
     os.kill(training, signal.SIGUSR2)
     os.kill(task, signal.SIGUSR2)
+    _wait_for(job.done, 400, "the requeued job to finish")
     result = job.result()
     assert result["status"] == "completed", result
 

@@ -57,6 +57,8 @@ def _worker(rank, port, out, env, result):
         result.put((rank, "finished", "", 0.0))
     except BaseException as e:
         result.put((rank, type(e).__name__, str(e), time.monotonic() - t0))
+    result.close()
+    result.join_thread()  # the queue's feeder thread must deliver before os._exit
     os._exit(0)
 
 
