@@ -148,9 +148,12 @@ def test_config_verb(tmp_path, capsys):
         assert piece in err, piece
 
 
-def test_num_gpus_launches_local_processes(toy_env, tmp_path):
+def test_num_gpus_launches_local_processes(toy_env, tmp_path, monkeypatch):
     """--num-gpus 2 (gloo on CPU) trains the same model as one process with the same global batch."""
     import torch
+
+    # The same thread count everywhere: another count changes the reduction order (and the weights).
+    monkeypatch.setenv("SIMFORMER_THREADS", "1")
 
     det = ["WEAKSHOT.PAIR_MODE", "none", "WEAKSHOT.SIMNET.ENABLED", "False", "WEAKSHOT.DISTILL.ENABLED", "False",
            "WEAKSHOT.COMPLEMENTARY.ENABLED", "False", "MODEL.MASK_FORMER.DROPOUT", "0.0", "SOLVER.MAX_ITER", "1",

@@ -52,7 +52,7 @@ def add_num_gpus_argument(parser: argparse.ArgumentParser) -> None:
 def check_metric_option(df, metric: str, source: str) -> None:
     """--metric must name a known metric or a column of the results: else a usage error (2).
     A known metric missing from the file is a data error (1), raised later by the loader."""
-    from simformer.sweeps.stats import METRICS, check_metric
+    from simformer.stats import METRICS, check_metric
 
     if metric not in df.columns and metric not in METRICS:
         try:

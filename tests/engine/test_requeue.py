@@ -40,7 +40,10 @@ def _wait_for(predicate, timeout, what):
 def test_submitit_requeue_resumes_from_the_signalled_iteration(toy_env, tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job's trainer: the same arithmetic as this process
+    # The job's trainer: the same arithmetic as this process. SIMFORMER_THREADS is explicit whatever an
+    # earlier in-process CLI call left in the environment (an automatic OMP_NUM_THREADS is re-guessed).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("SIMFORMER_THREADS", "1")
     Trainer(load_cfg(CONFIG, OPTS + ["OUTPUT_DIR", str(tmp_path / "ref")])).train()
 
     run_dir = str(tmp_path / "run")
