@@ -60,7 +60,8 @@ class GaussianPixelClassifier:
 def run(seed: int, out: str, num_images: int, num_pixels: int, ssd: bool) -> dict:
     from simformer.data.catalog import get_dataset, get_dataset_dicts
     from simformer.data.class_split import load_split
-    from simformer.evaluation.sem_seg import confusion_matrix, metrics_from_confusion, write_results
+    from simformer.evaluation.evaluator import sem_seg_evaluator
+    from simformer.evaluation.sem_seg import write_results
 
     info = get_dataset("toyscenes_train")
     k = info.num_classes
@@ -81,16 +82,16 @@ def run(seed: int, out: str, num_images: int, num_pixels: int, ssd: bool) -> dic
         feats.append(f[sel])
         labels.append(y[sel])
     clf = GaussianPixelClassifier().fit(np.concatenate(feats), np.concatenate(labels), k)
-    conf = np.zeros((k + 1, k + 1), dtype=np.int64)
+    split = load_split(os.path.join(os.path.dirname(__file__), "..", "..", "splits", "toyscenes", "split1.json"),
+                       info.classes)
+    evaluator = sem_seg_evaluator(info.classes, split)
     for rec in get_dataset_dicts("toyscenes_val"):
         image = np.asarray(Image.open(rec["file_name"]).convert("RGB"))
         gt = np.asarray(Image.open(rec["sem_seg_file_name"]))
-        pred = clf.predict(pixel_features(image).reshape(-1, 9)).reshape(gt.shape)
-        conf += confusion_matrix(pred, gt, k)
-    split = load_split(os.path.join(os.path.dirname(__file__), "..", "..", "splits", "toyscenes", "split1.json"),
-                       info.classes)
-    results = metrics_from_confusion(conf, class_names=info.classes, novel_mask=split.novel_mask())
-    write_results(results, out, info.classes, split.novel_mask())
+        evaluator.process(clf.predict(pixel_features(image).reshape(-1, 9)).reshape(gt.shape), gt,
+                          name=rec["file_name"])
+    results = evaluator.evaluate()
+    write_results(results, out, info.classes, evaluator.novel_mask)
     return results
 
 
