@@ -15,6 +15,7 @@ LAYERS = [
     ["modeling"],
     ["evaluation"],
     ["engine"],
+    ["fewshot"],
     ["retrain"],
     ["sweeps"],
     ["commands", "cli", "__main__"],
