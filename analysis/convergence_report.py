@@ -72,6 +72,28 @@ def plot_curves(curves: pd.DataFrame, series: str, ylabel: str, path: str, smoot
     plt.close(fig)
 
 
+def probe_tables(folder: str) -> str:
+    """The fixed-batch probes (experiments/toyscenes/fixed_batch_probe.py), when their CSVs exist."""
+    text = ""
+    clip = os.path.join(folder, "clip_probe.csv")
+    if os.path.isfile(clip):
+        df = pd.read_csv(clip)
+        lines = ["| setting | images | steps | total loss at the last step | parameters with sqrt(v) < 10 eps (%) |",
+                 "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['setting']} | {r['images']} | {r['steps']} | {r['total_loss']:.2f} | {r['damped_share_pct']:.1f} |"
+                  for _, r in df.iterrows()]
+        text += "\nGradient clipping on one fixed batch (suspect 4; FullyOracle, one seed):\n\n" + "\n".join(lines) + "\n"
+    dmap = os.path.join(folder, "decoder_map_probe.csv")
+    if os.path.isfile(dmap):
+        df = pd.read_csv(dmap)
+        lines = ["| TRANSFORMER_IN_FEATURE | images | steps | all-class train mIoU (%) |", "|---|---:|---:|---:|"]
+        lines += [f"| {r['transformer_in_feature']} | {r['images']} | {r['steps']} | {r['train_miou']:.1f} |"
+                  for _, r in df.iterrows()]
+        text += ("\nDecoder input map on the learning tests' fixed batch (FullyOracle, evaluated on the same images):\n\n"
+                 + "\n".join(lines) + "\n")
+    return text
+
+
 def build(folder: str, doc: str) -> str:
     results = pd.read_csv(os.path.join(folder, "results.csv"))
     curves = pd.read_csv(os.path.join(folder, "curves.csv"))
@@ -88,6 +110,7 @@ def build(folder: str, doc: str) -> str:
         lines += [f"| {r['run']} | {r['order']} | " + " | ".join(f"{r[m]:.1f}" for m, _ in METRICS) + " |"
                   for _, r in df.iterrows()]
         text += "\nInference order on the same weights (suspect 3):\n\n" + "\n".join(lines) + "\n"
+    text += probe_tables(folder)
     if doc:
         replace_block(doc, "convergence-table", text)
     return text
