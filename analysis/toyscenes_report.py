@@ -5,7 +5,9 @@
 
 Writes OUT/tables.md (Table 1, Table 2, Table 5, significance, point loss), OUT/bars_*.png and,
 with --doc, the generated "summary" block of that document (mean ± std, n, per method). Methods
-missing from the CSV are skipped.
+missing from the CSV are skipped. With ``--oracle-gap CSV`` (from analysis/oracle_gap.py) the
+"oracle gap" table (novel achieved vs best-query-mask oracle, docs/proposals.md) is added to
+tables.md and, with --doc, written as the generated "oracle_gap" block.
 """
 from __future__ import annotations
 
@@ -44,6 +46,11 @@ COMPARISONS = [  # (metric, baseline, methods)
 SUMMARY_METRICS = ("novel_miou", "base_miou", "miou", "hm")
 
 
+def _mean_std(v: pd.Series) -> str:
+    v = v.dropna()
+    return "n/a" if v.empty else f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
+
+
 def summary_table(df: pd.DataFrame) -> str:
     """One row per method: mean ± std (ddof 1) and n of each metric, novel relative to FullyOracle."""
     oracle = df[df["method"] == "FullyOracle"]["novel_miou"].mean() if "FullyOracle" in set(df["method"]) else None
@@ -51,16 +58,34 @@ def summary_table(df: pd.DataFrame) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for method in pd.unique(df["method"]):
         g = df[df["method"] == method]
-        cells = []
-        for m in SUMMARY_METRICS:
-            v = g[m].dropna()
-            cells.append("n/a" if v.empty else f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else ""))
+        cells = [_mean_std(g[m]) for m in SUMMARY_METRICS]
         rel = f"{100 * g['novel_miou'].mean() / oracle:.0f} %" if oracle else "n/a"
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {rel} |")
     return "\n".join(lines) + "\n\nmean ± std over seeds (ddof 1), percent, ToyScenes val.\n"
 
 
-def build(results: str, out: str, doc: str = "") -> str:
+def oracle_gap_table(gap: pd.DataFrame, order=()) -> str:
+    """One row per method: novel mIoU achieved, of the best single query mask (oracle), of the greedy
+    union, and the gap oracle - achieved (mean ± std over seeds); methods in ``order`` first."""
+    missing = [c for c in ("method", "novel_achieved", "novel_oracle", "novel_union", "oracle_gap")
+               if c not in gap.columns]
+    if missing:
+        raise ValueError(f"oracle-gap CSV lacks the columns {missing}; write it with analysis/oracle_gap.py")
+    methods = [m for m in order if m in set(gap["method"])]
+    methods += [m for m in pd.unique(gap["method"]) if m not in methods]
+    lines = ["### Oracle gap (novel classes): masks or class assignment?\n",
+             "| method | n | achieved | oracle (best query mask) | greedy union | gap (oracle - achieved) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for method in methods:
+        g = gap[gap["method"] == method]
+        cells = [_mean_std(g[c]) for c in ("novel_achieved", "novel_oracle", "novel_union", "oracle_gap")]
+        lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + ("\n\nnovel mIoU, percent, mean ± std over seeds (ddof 1). A large gap: the masks are "
+                               "there, the class assignment misses them; a small gap with a low oracle: the masks "
+                               "themselves are poor (docs/proposals.md).\n")
+
+
+def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
     df = pd.read_csv(results)
     present = set(df["method"])
     parts = []
@@ -83,10 +108,15 @@ def build(results: str, out: str, doc: str = "") -> str:
     for metric in ("novel_miou", "base_miou"):
         result = plot_bars(df, metric=metric, title=f"ToyScenes: {metric} per method")
         save_figure(result.figure, os.path.join(out, f"bars_{metric}.png"))
+    gap_text = oracle_gap_table(pd.read_csv(oracle_gap), pd.unique(df["method"])) if oracle_gap else ""
+    if gap_text:
+        parts.append(gap_text)
     text = "\n".join(parts)
     atomic_write_text(os.path.join(out, "tables.md"), text)
     if doc:
         replace_block(doc, "summary", summary_table(df))
+        if gap_text:
+            replace_block(doc, "oracle_gap", gap_text)
     return text
 
 
@@ -95,8 +125,10 @@ def main(argv=None) -> int:
     p.add_argument("results")
     p.add_argument("--out", default="docs/results")
     p.add_argument("--doc", default="", help="Markdown file whose 'summary' block to rewrite")
+    p.add_argument("--oracle-gap", default="", metavar="CSV",
+                   help="CSV of analysis/oracle_gap.py: adds the oracle gap table (and the doc's 'oracle_gap' block)")
     args = p.parse_args(argv)
-    print(build(args.results, args.out, args.doc))
+    print(build(args.results, args.out, args.doc, args.oracle_gap))
     return 0
 
 

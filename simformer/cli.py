@@ -32,6 +32,7 @@ COMMANDS = {
     "sweep": "sweep",
     "stats": "stats",
     "plot": "plot",
+    "analyze": "analyze",
 }
 
 

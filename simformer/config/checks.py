@@ -29,7 +29,8 @@ def check_cfg(cfg, where: str = "config") -> None:
     """Raise :class:`ConfigCheckError` for an invalid combination of keys.
 
     Rules: pairing (``WEAKSHOT.PAIR_MODE`` vs ``WEAKSHOT.SIMNET.ENABLED`` / ``WEAKSHOT.DISTILL.ENABLED``),
-    the distillation teacher (``DISTILL`` needs ``SIMNET``), and the batch layout
+    the distillation teacher (``DISTILL`` needs ``SIMNET``), base-only training
+    (``WEAKSHOT.DROP_NOVEL``: :func:`_check_drop_novel`), and the batch layout
     (``SOLVER.IMS_PER_BATCH`` vs ``SOLVER.GRAD_ACCUM_STEPS`` and pairs). The world size is known
     only at launch; ``simformer.data.loader.micro_batch_layout`` checks the batch against it.
     """
@@ -45,6 +46,8 @@ def check_cfg(cfg, where: str = "config") -> None:
         raise ConfigCheckError(
             f"{where}: WEAKSHOT.DISTILL.ENABLED needs SimNet as teacher: set WEAKSHOT.SIMNET.ENABLED True "
             "or WEAKSHOT.DISTILL.ENABLED False")
+    if ws.DROP_NOVEL:
+        _check_drop_novel(ws, where)
     accum, ims = int(solver.GRAD_ACCUM_STEPS), int(solver.IMS_PER_BATCH)
     if accum < 1:
         raise ConfigCheckError(f"{where}: SOLVER.GRAD_ACCUM_STEPS must be >= 1, got {accum}")
@@ -54,3 +57,30 @@ def check_cfg(cfg, where: str = "config") -> None:
             f"{where}: SOLVER.IMS_PER_BATCH={ims} must be a positive multiple of SOLVER.GRAD_ACCUM_STEPS"
             f"={accum}" + (" x 2 (WEAKSHOT.PAIR_MODE pairs: anchor + reference)" if uses_pairs(cfg) else "")
             + f" = {denom}")
+
+
+def _check_drop_novel(ws, where: str) -> None:
+    """``WEAKSHOT.DROP_NOVEL`` trains on base classes only, so that novel classes are truly unseen.
+
+    * Novel masks (``NOVEL_MASKS``, ``PSEUDO_LABEL_DIR``) contradict it.
+    * ``PAIR_MODE`` must be 'none': the reference rule picks pairs by their shared *novel* classes
+      (image-level presence), which would leak novel information; with no pairs, SimNet and
+      distillation are off too (the rule above).
+    * ``COMPLEMENTARY`` must be off: it acts only on images with a novel image-level label, of
+      which there are none; an enabled loss that can never act would only mislead.
+    * A split (``WEAKSHOT.SPLIT``) must name the classes to drop.
+    The result is plain MaskFormer on the base classes (configs/*/base_only.yaml).
+    """
+    if ws.NOVEL_MASKS or ws.PSEUDO_LABEL_DIR:
+        raise ConfigCheckError(
+            f"{where}: WEAKSHOT.DROP_NOVEL drops the novel classes from training, but WEAKSHOT.NOVEL_MASKS="
+            f"{ws.NOVEL_MASKS} / WEAKSHOT.PSEUDO_LABEL_DIR='{ws.PSEUDO_LABEL_DIR}' supervise them with masks: "
+            "set DROP_NOVEL False, or NOVEL_MASKS False and PSEUDO_LABEL_DIR ''")
+    if ws.PAIR_MODE != "none" or ws.COMPLEMENTARY.ENABLED:
+        raise ConfigCheckError(
+            f"{where}: WEAKSHOT.DROP_NOVEL (base-only training) needs WEAKSHOT.PAIR_MODE none (pairs are chosen "
+            f"by shared novel classes; got '{ws.PAIR_MODE}') and WEAKSHOT.COMPLEMENTARY.ENABLED False (no novel "
+            f"image labels to act on; got {ws.COMPLEMENTARY.ENABLED}); SIMNET and DISTILL then off too")
+    if not ws.SPLIT:
+        raise ConfigCheckError(f"{where}: WEAKSHOT.DROP_NOVEL needs WEAKSHOT.SPLIT (the split names the novel "
+                               "classes to drop)")

@@ -123,6 +123,11 @@ _C.WEAKSHOT.NOVEL_MASKS = False
 # Folder of mixed (pseudo) labels for the re-training stage: PNGs named like the training labels.
 # When set, these replace the training GT and every class is supervised with masks.
 _C.WEAKSHOT.PSEUDO_LABEL_DIR = ""
+# Base-class-only training (MM-Former's base training, so that novel classes are truly unseen):
+# novel pixels become ignore (255) in every training label and novel classes leave the image-level
+# label sets; the split still names them for the metrics. Incompatible with NOVEL_MASKS and
+# PSEUDO_LABEL_DIR; needs PAIR_MODE none (the pair rule reads novel presence) and COMPLEMENTARY off.
+_C.WEAKSHOT.DROP_NOVEL = False
 
 _C.WEAKSHOT.SIMNET = CN()
 # Train SimNet on base pixel pairs (L_sim). Required for distillation.

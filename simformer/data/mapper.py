@@ -8,6 +8,10 @@ Training::
     valid         bool    [H,W]    True on real pixels, False on padding
     image_labels  bool    [K]      classes in the whole original label map (or in the crop, option)
 
+With ``drop_novel`` (``WEAKSHOT.DROP_NOVEL``, base-only training) novel pixels are 255 in
+``sem_seg_full`` too and novel classes are never in ``image_labels``: nothing a training step reads
+mentions them.
+
 Test: ``image`` is only short-side resized (no crop/flip/pad), ``sem_seg_full`` is the untouched
 original-resolution label, ``valid`` is all True, ``image_labels`` come from the whole image.
 Both also carry ``file_name``, ``image_id``, ``index`` and the original ``height``/``width``.
@@ -49,6 +53,7 @@ class WeakShotDatasetMapper:
         pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
         image_labels_from_crop: bool = False,
         novel_masks: bool = False,
+        drop_novel: bool = False,
         ignore_label: int = 255,
     ):
         """
@@ -56,6 +61,8 @@ class WeakShotDatasetMapper:
             num_classes: K; label ids must be < K or equal ``ignore_label``.
             novel_mask: bool ``[K]``, True for novel classes; None = every class is base.
             novel_masks: keep novel ids in ``sem_seg`` (FullyOracle, pseudo-label retraining).
+            drop_novel: training only: novel pixels -> ``ignore_label`` in every label map of the
+                sample and novel classes out of ``image_labels`` (needs ``novel_mask``).
             image_labels_from_crop: image-level labels from the augmented crop instead of the
                 whole image (release-code behaviour).
             Other arguments mirror the ``INPUT.*`` config keys.
@@ -94,6 +101,9 @@ class WeakShotDatasetMapper:
         self.pixel_mean = tuple(float(m) for m in pixel_mean)
         self.image_labels_from_crop = bool(image_labels_from_crop)
         self.novel_masks = bool(novel_masks)
+        self.drop_novel = bool(drop_novel) and self.is_train
+        if self.drop_novel and (novel_mask is None or self.novel_masks):
+            raise ValueError("drop_novel needs a novel_mask (the split's novel classes) and novel_masks False")
         self.ignore_label = int(ignore_label)
         # Lookup table id -> base-only target id (applied to uint8 labels, so 256 entries).
         lut = np.arange(256, dtype=np.int64)
@@ -136,6 +146,9 @@ class WeakShotDatasetMapper:
         if rng is None:
             rng = np.random.default_rng()
         image, label, whole_labels = self._read(record)
+        if self.drop_novel:  # base-only training: the novel classes vanish before any augmentation
+            label = self._base_lut[label].astype(np.uint8)
+            whole_labels = whole_labels & ~self.novel_mask
         h0, w0 = label.shape
         out = {
             "file_name": record["file_name"],
@@ -220,5 +233,6 @@ def build_mapper(cfg, is_train: bool, split=None, num_classes: Optional[int] = N
         pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
         image_labels_from_crop=cfg.WEAKSHOT.IMAGE_LABELS_FROM_CROP,
         novel_masks=novel_masks(cfg),
+        drop_novel=bool(cfg.WEAKSHOT.DROP_NOVEL) and is_train,
         ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
     )

@@ -1,0 +1,70 @@
+"""``simformer analyze``: diagnostics of a trained model (``proposals``: docs/proposals.md)."""
+from __future__ import annotations
+
+HELP = "diagnose a trained model: its mask proposals vs its predictions (analyze proposals)"
+DESCRIPTION = """\
+Diagnostics of trained weights on a dataset (default: DATASETS.TEST[0] of the config).
+
+  simformer analyze proposals --config configs/toyscenes/simformer.yaml \\
+      --weights runs/x/model_final.pth --output runs/x/proposals [KEY VALUE ...]
+
+Per class (base and novel): the achieved IoU of the prediction, the oracle IoU of the best single
+query mask per image (I/U summed over images where the class is present) and the IoU of the greedy
+union of query masks. Writes OUT/proposals.csv, OUT/metrics.json (base / novel / all means and the
+oracle gap = oracle - achieved) and OUT/proposals.png. Needs a model with mask proposals
+(SimFormer / MaskFormer; not CAM).
+"""
+
+
+def add_arguments(parser) -> None:
+    import argparse
+
+    from . import EXIT_CODES, add_common_options, add_config_argument, add_output_argument
+
+    sub = parser.add_subparsers(dest="kind", metavar="KIND")
+    sub.required = True
+    p = sub.add_parser("proposals", help="achieved vs oracle vs greedy-union IoU of the query masks, per class",
+                       description=DESCRIPTION, epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_argument(p, help="YAML config file the weights were trained with")
+    p.add_argument("--weights", required=True, help="checkpoint (.pth) written by `simformer train`")
+    add_output_argument(p, "out", required=True, help="folder for proposals.csv, metrics.json, proposals.png")
+    p.add_argument("--dataset", default=None, metavar="NAME", help="dataset to analyse (default DATASETS.TEST[0])")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="a pixel belongs to a proposal when its mask probability is above this (default 0.5)")
+    add_common_options(p, suppress=True)
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+
+
+def run(args) -> int:
+    from . import UsageError
+
+    if not 0.0 < args.threshold < 1.0:
+        raise UsageError(f"--threshold must be in (0, 1), got {args.threshold}")
+    from simformer.config import load_cfg
+    from simformer.utils import comm
+
+    # Refuse a model without proposals before building and loading it.
+    arch = load_cfg(args.config, list(args.opts)).MODEL.META_ARCHITECTURE
+    if arch == "CAM":
+        raise UsageError(f"{args.config}: MODEL.META_ARCHITECTURE CAM has no mask proposals; "
+                         "`simformer analyze proposals` needs a SimFormer / MaskFormer model")
+    from simformer.engine.defaults import load_trained_model
+    from simformer.evaluation.proposal_report import analyze_proposals, has_proposals, write_proposal_report
+
+    cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, dataset=args.dataset,
+                                                 log_dir=args.out)
+    if not has_proposals(model):
+        raise UsageError(f"{args.config}: MODEL.META_ARCHITECTURE {arch} has no mask proposals")
+    acc = analyze_proposals(model, cfg, name, split, threshold=args.threshold)
+    if comm.is_main_process():
+        extra = {"dataset": name, "config": args.config, "weights": args.weights,
+                 "tta": bool(cfg.TEST.AUG.ENABLED)}
+        s = write_proposal_report(acc, args.out, title=f"{name}, {arch}", extra=extra)
+        fmt = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+        for group in ("base", "novel", "all"):
+            print(f"{group:>5} mIoU: achieved {fmt(s['achieved'][group])}  oracle {fmt(s['oracle'][group])}  "
+                  f"union {fmt(s['union'][group])}")
+        print(f"oracle gap (novel): {fmt(s['oracle_gap_novel'])}; {acc.num_images} images, "
+              f"{acc.num_proposals} proposals each; wrote {args.out}/proposals.csv, metrics.json, proposals.png")
+    return 0
