@@ -7,7 +7,11 @@ For each training image: start at 255, give each novel class of the image-level 
 pixels predicted as it, then write the base GT over them. PNGs are written atomically as
 OUT/<image_id>.png (existing ones are kept), and the pseudo-label quality (mIoU of the mixed
 labels against the full GT, base / novel) is printed and saved to OUT/pseudo_labels.json.
-Train on them with a retrain config: WEAKSHOT.PSEUDO_LABEL_DIR OUT (or use `simformer pipeline`)."""
+Train on them with a retrain config: WEAKSHOT.PSEUDO_LABEL_DIR OUT (or use `simformer pipeline`).
+
+--refine gfsam: the mixed labels go to OUT/mixed and each novel region is re-selected by GF-SAM
+among the model's proposals, with a reference training image containing the class as support
+(docs/gfsam.md); OUT holds the refined labels, and both qualities are reported."""
 
 
 def add_arguments(parser):
@@ -17,6 +21,8 @@ def add_arguments(parser):
     parser.add_argument("--weights", required=True)
     add_output_argument(parser, "out", required=True, help="folder for the mixed-label PNGs")
     parser.add_argument("--dataset", help="training set to label (default: DATASETS.TRAIN[0])")
+    parser.add_argument("--refine", choices=("none", "gfsam"), default="none",
+                        help="refine the novel regions with GF-SAM (keys FEWSHOT.GFSAM.*; docs/gfsam.md)")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
 
 
@@ -26,8 +32,10 @@ def run(args) -> int:
 
     cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, args.dataset,
                                                  default_dataset="train")
-    report = generate_pseudo_labels(model, cfg, split, args.out, name)
+    report = generate_pseudo_labels(model, cfg, split, args.out, name, refine=args.refine)
     q = report["quality"]
+    if "quality_unrefined" in report:
+        print(f"before GF-SAM refinement: novel mIoU {report['quality_unrefined']['novel_miou']}")
     print(f"pseudo labels in {args.out}: novel mIoU {q['novel_miou']}, base mIoU {q['base_miou']}, "
           f"labelled pixels {report['labelled_pixel_share']:.1f} %")
     return 0

@@ -236,6 +236,24 @@ _C.FEWSHOT = CN()
 # --- protocol keys ---
 # --- FEWSHOT.MM_FORMER ---
 # --- FEWSHOT.GFSAM ---
+# GF-SAM over the suite's proposals (docs/gfsam.md). Feature map of the View used for the
+# matching (a stand-in for DINOv2): "res2".."res5" or "mask_features"; res4 (stride 16) is closest
+# to DINOv2's stride 14.
+_C.FEWSHOT.GFSAM = CN()
+_C.FEWSHOT.GFSAM.FEATURE = "res4"
+# Most point prompts per query (the official code's cap for efficiency; not in the paper).
+_C.FEWSHOT.GFSAM.MAX_POINTS = 128
+# Proposals a point prompt returns (its most confident containing ones); 1 = the official code,
+# which asks SAM for a single mask per point (multimask_output=False).
+_C.FEWSHOT.GFSAM.PROMPT_MASKS = 1
+# Components of the coverage graph: "weak" (the paper) or "strong" (its Table 4 ablation).
+_C.FEWSHOT.GFSAM.CONNECTION = "weak"
+# Ablation switches: positive gating (Algorithm 1 mask growth) and overshooting gating (Eq. 6).
+_C.FEWSHOT.GFSAM.POSITIVE_GATING = True
+_C.FEWSHOT.GFSAM.OVERSHOOT_GATING = True
+# `pseudo-label --refine gfsam`: least pixels of a class in a reference's pseudo label for that
+# reference to serve as the class's support.
+_C.FEWSHOT.GFSAM.REFINE_MIN_PIXELS = 16
 
 # ---------------------------------------------------------------------------------------------
 # TEST / evaluation

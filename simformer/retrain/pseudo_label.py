@@ -74,12 +74,21 @@ class PseudoLabelWriter(DatasetEvaluator):
         return self.metric.evaluate(), comm.all_reduce_sum(self.counts)
 
 
-def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name: Optional[str] = None) -> dict:
+def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name: Optional[str] = None,
+                           refine: Optional[str] = None) -> dict:
     """Predict every training image, write ``out_dir/<image_id>.png`` mixed labels (atomically,
-    skipping files that exist) and return the pseudo-label quality against the full GT."""
+    skipping files that exist) and return the pseudo-label quality against the full GT.
+
+    ``refine="gfsam"``: the mixed labels go to ``out_dir/mixed`` and their GF-SAM refinement
+    (``refine.py``) to ``out_dir``; "quality" is then the refined labels' and "quality_unrefined"
+    the mixed labels'."""
     dataset_name = dataset_name or cfg.DATASETS.TRAIN[0]
+    if refine not in (None, "none", "gfsam"):
+        raise ValueError(f"pseudo-label refinement must be 'none' or 'gfsam', got '{refine}'")
+    refine = None if refine == "none" else refine
     novel_mask = split.novel_mask()
     evaluator = build_evaluator(cfg, dataset_name, split)
+    final_dir, out_dir = out_dir, (os.path.join(out_dir, "mixed") if refine else out_dir)
     os.makedirs(out_dir, exist_ok=True)
     writer = PseudoLabelWriter(out_dir, novel_mask, evaluator.metric)
     # Training images have known image-level labels: a model that can use them (CAM) restricts
@@ -95,6 +104,12 @@ def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name:
         "quality": {k: quality[k] for k in ("miou", "base_miou", "novel_miou", "hm", "pacc")},
         "per_class_iou": quality["per_class_iou"],
     }
+    if refine:
+        comm.synchronize()  # every rank's mixed labels are written: they are the references
+        report = dict(report, quality_unrefined=report["quality"], refine=refine,
+                      labelled_pixel_share_unrefined=report["labelled_pixel_share"],
+                      **_refine(model, cfg, split, dataset_name, out_dir, final_dir))
+        out_dir = final_dir
     if comm.is_main_process():
         logger.info("Pseudo-label quality (mixed labels vs full GT on %s):\n%s", dataset_name,
                     format_table(quality, evaluator.class_names, evaluator.novel_mask))
@@ -102,3 +117,37 @@ def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name:
         atomic_write_json(os.path.join(out_dir, DONE), report)
     comm.synchronize()
     return report
+
+
+def _refine(model, cfg, split: Split, dataset_name: str, mixed_dir: str, out_dir: str) -> dict:
+    """GF-SAM refinement of the mixed labels in ``mixed_dir`` into ``out_dir`` (refine.py), the
+    trained model as the proposal source; -> report entries (quality, per-class IoU, counts)."""
+    import torch
+
+    from simformer.data.catalog import get_dataset_dicts
+    from simformer.data.presence import presence_matrix
+    from simformer.fewshot.gfsam import build_gfsam
+    from simformer.fewshot.proposals import ModelProposalSource
+
+    from .refine import refine_pseudo_labels
+
+    metric = build_evaluator(cfg, dataset_name, split).metric
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            counts = refine_pseudo_labels(
+                get_dataset_dicts(dataset_name), presence_matrix(dataset_name), split.novel_mask(), mixed_dir,
+                out_dir, ModelProposalSource(model), build_gfsam(cfg), metric, seed=int(cfg.SEED),
+                min_pixels=int(cfg.FEWSHOT.GFSAM.REFINE_MIN_PIXELS), rank=comm.get_rank(),
+                world_size=comm.get_world_size())
+    finally:
+        model.train(was_training)
+    metric.synchronize()
+    quality = metric.evaluate()
+    logger.info("Refined pseudo-label quality (GF-SAM, vs full GT on %s):\n%s", dataset_name,
+                format_table(quality, metric.class_names, metric.novel_mask))
+    counts = comm.all_reduce_sum(counts)
+    return {"quality": {k: quality[k] for k in ("miou", "base_miou", "novel_miou", "hm", "pacc")},
+            "per_class_iou": quality["per_class_iou"], "refine_counts": counts,
+            "labelled_pixel_share": 100.0 * counts["labelled_pixels"] / max(1, counts["pixels"])}
