@@ -28,9 +28,9 @@ def uses_pairs(cfg) -> bool:
 def check_cfg(cfg, where: str = "config") -> None:
     """Raise :class:`ConfigCheckError` for an invalid combination of keys.
 
-    Rules: pairing (``WEAKSHOT.PAIR_MODE`` vs ``WEAKSHOT.SIMNET.ENABLED`` / ``WEAKSHOT.DISTILL.ENABLED``),
-    the distillation teacher (``DISTILL`` needs ``SIMNET``), base-only training
-    (``WEAKSHOT.DROP_NOVEL``: :func:`_check_drop_novel`), and the batch layout
+    Rules: pairing (``WEAKSHOT.PAIR_MODE`` vs ``WEAKSHOT.SIMNET.ENABLED`` / ``WEAKSHOT.DISTILL.ENABLED`` /
+    ``WEAKSHOT.CROSS_REFERENCE.ENABLED``), the distillation teacher (``DISTILL`` needs ``SIMNET``),
+    base-only training (``WEAKSHOT.DROP_NOVEL``: :func:`_check_drop_novel`), and the batch layout
     (``SOLVER.IMS_PER_BATCH`` vs ``SOLVER.GRAD_ACCUM_STEPS`` and pairs). The world size is known
     only at launch; ``simformer.data.loader.micro_batch_layout`` checks the batch against it.
     """
@@ -42,6 +42,11 @@ def check_cfg(cfg, where: str = "config") -> None:
             f"{where}: WEAKSHOT.PAIR_MODE 'none' provides no image pairs, but WEAKSHOT.SIMNET.ENABLED="
             f"{ws.SIMNET.ENABLED} / WEAKSHOT.DISTILL.ENABLED={ws.DISTILL.ENABLED} need them: set both False "
             "(or use PAIR_MODE 'cross' / 'self')")
+    if ws.PAIR_MODE == "none" and ws.CROSS_REFERENCE.ENABLED:
+        raise ConfigCheckError(
+            f"{where}: WEAKSHOT.CROSS_REFERENCE.ENABLED re-weights each image by its reference, but "
+            "WEAKSHOT.PAIR_MODE 'none' provides no pairs: use PAIR_MODE 'cross' (or 'self') or set "
+            "WEAKSHOT.CROSS_REFERENCE.ENABLED False")
     if ws.DISTILL.ENABLED and not ws.SIMNET.ENABLED:
         raise ConfigCheckError(
             f"{where}: WEAKSHOT.DISTILL.ENABLED needs SimNet as teacher: set WEAKSHOT.SIMNET.ENABLED True "

@@ -160,6 +160,23 @@ _C.WEAKSHOT.COMPLEMENTARY.IGNORE_PROB = 0.1
 # Also apply it to the auxiliary decoder layers (release behaviour).
 _C.WEAKSHOT.COMPLEMENTARY.DEEP_SUPERVISION = True
 
+# CRCNet's cross-reference module (docs/crcnet.md): each image of a pair is channel-re-weighted by
+# sigmoid(FC(GAP)) of itself times that of its reference; a head predicts per pixel "class present
+# in both images" (BCE on base pixels). Needs WEAKSHOT.PAIR_MODE != "none"; test images pair with
+# themselves. Off = the model (parameters and outputs) is exactly SimFormer.
+_C.WEAKSHOT.CROSS_REFERENCE = CN()
+_C.WEAKSHOT.CROSS_REFERENCE.ENABLED = False
+# The re-weighted map: "mask_features" (the stride-4 pixel embeddings that every mask prediction
+# reads, fusing all backbone levels; also the decoder's input under "pixel_embedding"), or a
+# backbone map before the pixel decoder ("res5", "res4", "res3", "res2"). Why: docs/crcnet.md.
+_C.WEAKSHOT.CROSS_REFERENCE.IN_FEATURE = "mask_features"
+# lambda: weight of the co-occurrence BCE (CRCNet Eq. 5 uses 0.1).
+_C.WEAKSHOT.CROSS_REFERENCE.LOSS_WEIGHT = 0.1
+# Co-occurrence head: HEAD_CONVS x (3x3 conv + GroupNorm(MODEL.SEM_SEG_HEAD.GN_GROUPS) + ReLU) of
+# HEAD_CHANNELS channels, then a 1x1 conv to one logit (CRCNet: 256-channel 3x3 convs).
+_C.WEAKSHOT.CROSS_REFERENCE.HEAD_CHANNELS = 256
+_C.WEAKSHOT.CROSS_REFERENCE.HEAD_CONVS = 2
+
 # ---------------------------------------------------------------------------------------------
 # INPUT: augmentation and test-time resizing (docs/method.md section 6)
 # ---------------------------------------------------------------------------------------------

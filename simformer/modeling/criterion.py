@@ -19,6 +19,8 @@ Terms returned by ``WeakShotCriterion.forward`` (unweighted; ``weight_dict`` hol
                   (pixel embeddings detached).
 * ``loss_dist``   distillation of SimNet's cross-image similarity of non-base pixels into the
                   novel score maps (gradient into the segmenter only).
+* ``loss_cooc``   CRCNet's co-occurrence BCE on ``outputs["cooc_logits"]``: base pixels whose class
+                  is / is not in the pair partner's labels (``cross_reference.py``, docs/crcnet.md).
 
 Auxiliary decoder layers add ``loss_ce_i``, ``loss_mask_i``, ``loss_dice_i`` (and
 ``loss_comp_*_i``) with their own matching. A term with nothing to work on is a zero that is still
@@ -44,6 +46,7 @@ from .point_sampling import (
     point_sample,
 )
 from . import pair_losses
+from .cross_reference import cooccurrence_loss, partner_index
 from .losses import LossWeights, dice_loss, sigmoid_focal_loss
 from .simnet import SimNet
 
@@ -64,6 +67,7 @@ class WeakShotCriterion(nn.Module):
         num_points: J points per image for the pair losses; focus_ratio: share of L_sim points
             from one shared base class.
         distill, distill_weight: L_dist and alpha.
+        cooccurrence, cooc_weight: CRCNet's co-occurrence loss and lambda.
         point_loss, train_num_points, oversample_ratio, importance_sample_ratio: importance-sampled
             point losses instead of full-resolution ones.
         num_aux_layers: auxiliary layers listed explicitly in ``weight_dict`` (more still work).
@@ -92,6 +96,8 @@ class WeakShotCriterion(nn.Module):
         distill: bool = True,
         distill_weight: float = 0.1,
         distill_clamp: float = 0.01,
+        cooccurrence: bool = False,
+        cooc_weight: float = 0.1,
         point_loss: bool = False,
         train_num_points: int = 12544,
         oversample_ratio: float = 3.0,
@@ -131,6 +137,7 @@ class WeakShotCriterion(nn.Module):
         if not 0 < distill_clamp < 0.5:
             raise ValueError(f"WEAKSHOT.DISTILL.CLAMP must be in (0, 0.5), got {distill_clamp}")
         self.distill_clamp = distill_clamp
+        self.cooccurrence = bool(cooccurrence)
         self.point_loss = point_loss
         self.train_num_points = train_num_points
         self.oversample_ratio = oversample_ratio
@@ -150,6 +157,8 @@ class WeakShotCriterion(nn.Module):
             weights["loss_sim"] = sim_weight
         if self.distill:
             weights["loss_dist"] = distill_weight
+        if self.cooccurrence:
+            weights["loss_cooc"] = cooc_weight
         if deep_supervision:
             for i in range(num_aux_layers):
                 for k, v in per_layer.items():
@@ -299,13 +308,14 @@ class WeakShotCriterion(nn.Module):
     def get_loss(self, loss: str, outputs, targets, indices=None, num_masks: float = 1.0,
                  pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """One term by name (``labels``, ``masks``, ``complementary`` per decoder layer; ``sim``,
-        ``distill`` on the final layer's pairs) -> its dict of loss tensors."""
+        ``distill``, ``cooccurrence`` on the final layer's pairs) -> its dict of loss tensors."""
         loss_map = {
             "labels": lambda: {"loss_ce": self.loss_labels(outputs, targets, indices)},
             "masks": lambda: self.loss_masks(outputs, targets, indices, num_masks),
             "complementary": lambda: self.loss_complementary(outputs, targets, indices),
             "sim": lambda: {"loss_sim": self.loss_sim(outputs, targets, pairs)},
             "distill": lambda: {"loss_dist": self.loss_distill(outputs, targets, pairs)},
+            "cooccurrence": lambda: {"loss_cooc": self.loss_cooccurrence(outputs, targets, pairs)},
         }
         if loss not in loss_map:
             raise KeyError(f"WeakShotCriterion: unknown loss '{loss}'; known: {sorted(loss_map)}")
@@ -315,9 +325,8 @@ class WeakShotCriterion(nn.Module):
         return ["labels", "masks"] + (["complementary"] if comp else [])
 
     def pair_loss_names(self) -> List[str]:
-        if self.simnet is None:
-            return []
-        return ["sim"] + (["distill"] if self.distill else [])
+        names = [] if self.simnet is None else ["sim"] + (["distill"] if self.distill else [])
+        return names + (["cooccurrence"] if self.cooccurrence else [])
 
     def _layer_losses(self, outputs, targets, num_masks: float, comp: bool) -> Dict[str, torch.Tensor]:
         indices = self.matcher(outputs, targets)
@@ -342,13 +351,24 @@ class WeakShotCriterion(nn.Module):
                                         num_classes=self.num_classes, num_points=self.num_points,
                                         clamp=self.distill_clamp, ignore_value=self.ignore_value)
 
+    def loss_cooccurrence(self, outputs, targets, pairs: Optional[torch.Tensor]) -> torch.Tensor:
+        if "cooc_logits" not in outputs:
+            raise KeyError("WeakShotCriterion: the co-occurrence loss needs outputs['cooc_logits'] (a model built "
+                           "with WEAKSHOT.CROSS_REFERENCE.ENABLED, in training mode)")
+        logits = outputs["cooc_logits"]
+        sem = torch.stack([t["sem_seg"] for t in targets]).to(logits.device)
+        valid = torch.stack([t["valid"] for t in targets]).to(logits.device)
+        partner = partner_index(pairs, logits.shape[0], logits.device)
+        return cooccurrence_loss(logits, sem, valid, partner, self.num_classes, self.ignore_value)
+
     # ------------------------------------------------------------------ forward
     def forward(self, outputs: dict, targets: Sequence[dict], pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Compute every enabled loss term (unweighted).
 
         Args:
             outputs: ``pred_logits [B,Q,K+1]``, ``pred_masks [B,Q,h,w]``, ``aux_outputs`` (list of
-                the same two keys), ``mask_features [B,C,h,w]`` (needed by the pair terms).
+                the same two keys), ``mask_features [B,C,h,w]`` (needed by the pair terms),
+                ``cooc_logits [B,1,h',w']`` (the co-occurrence term).
             targets: B dicts with ``labels int64 [T]`` (mask targets first), ``has_mask bool [T]``,
                 ``masks [T,H,W]``, ``sem_seg int64 [H,W]``, ``valid bool [H,W]``, ``image_labels bool [K]``.
             pairs: ``int64 [P,2]`` (image, reference) batch indices, or None.
@@ -409,6 +429,8 @@ def build_criterion(cfg, num_classes: int, novel_class_ids) -> WeakShotCriterion
         distill=ws.DISTILL.ENABLED,
         distill_weight=ws.DISTILL.LOSS_WEIGHT,
         distill_clamp=ws.DISTILL.CLAMP,
+        cooccurrence=ws.CROSS_REFERENCE.ENABLED,
+        cooc_weight=ws.CROSS_REFERENCE.LOSS_WEIGHT,
         point_loss=mf.POINT_LOSS,
         train_num_points=mf.TRAIN_NUM_POINTS,
         oversample_ratio=mf.OVERSAMPLE_RATIO,

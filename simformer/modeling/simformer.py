@@ -16,6 +16,7 @@ from simformer.data.class_split import Split
 
 from .backbone import build_backbone
 from .criterion import build_criterion
+from .cross_reference import CrossReference, build_cross_reference
 from .image_list import normalize_images, pad_batch
 from .inference import sem_seg_postprocess, semantic_inference, tta_inference
 from .pixel_decoder import build_pixel_decoder
@@ -32,17 +33,21 @@ class SimFormer(nn.Module):
         pixel_mean, pixel_std: RGB normalisation.
         size_divisibility: images are padded to a multiple of this.
         tta: dict(min_sizes, max_size, flip) to enable multi-scale + flip test-time augmentation.
+        cross_reference: CRCNet's cross-reference module + co-occurrence head (None = off; the
+            model is then exactly SimFormer).
     """
 
     def __init__(self, *, backbone: nn.Module, pixel_decoder: nn.Module, predictor: nn.Module,
                  criterion: nn.Module, num_classes: int, novel_class_ids: torch.Tensor,
                  novel_masks: bool, pixel_mean, pixel_std, size_divisibility: int,
-                 ignore_value: int = 255, tta: Optional[dict] = None):
+                 ignore_value: int = 255, tta: Optional[dict] = None,
+                 cross_reference: Optional[CrossReference] = None):
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
         self.predictor = predictor
         self.criterion = criterion
+        self.cross_reference = cross_reference  # None: a plain attribute, the state dict is unchanged
         self.num_classes = num_classes
         self.novel_masks = novel_masks
         self.size_divisibility = size_divisibility
@@ -59,12 +64,38 @@ class SimFormer(nn.Module):
         return self.pixel_mean.device
 
     # ------------------------------------------------------------------------------------------
-    def forward_features(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """images: normalised [B,3,H,W] -> predictor outputs + "mask_features" [B,C,H/4,W/4]."""
+    def forward_features(self, images: torch.Tensor, pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """images: normalised [B,3,H,W] -> predictor outputs + "mask_features" [B,C,H/4,W/4].
+
+        pairs: ``int64 [P,2]`` (image, reference) indices for the cross-reference module (images in
+        no pair, e.g. at test time, are paired with themselves); ignored when the module is off."""
         features = self.backbone(images)
+        if self.cross_reference is not None:
+            return self._forward_cross_reference(features, pairs)
         mask_features, transformer_in = self.pixel_decoder(features)
         outputs = self.predictor(transformer_in, mask_features)
         outputs["mask_features"] = mask_features
+        return outputs
+
+    def _forward_cross_reference(self, features: Dict[str, torch.Tensor], pairs) -> Dict[str, torch.Tensor]:
+        """forward_features with CRCNet's re-weighting of ``cross_reference.in_feature``: a backbone
+        map before the pixel decoder, or the mask features after it (also the transformer input when
+        that is "pixel_embedding"). In training mode adds "cooc_logits" [B,1,h,w] of that map."""
+        xref = self.cross_reference
+        if xref.in_feature != "mask_features":
+            features = dict(features)
+            features[xref.in_feature] = reweighted = xref(features[xref.in_feature], pairs)
+            mask_features, transformer_in = self.pixel_decoder(features)
+        else:
+            mask_features, transformer_in = self.pixel_decoder(features)
+            reweighted = xref(mask_features, pairs)
+            if transformer_in is mask_features:
+                transformer_in = reweighted
+            mask_features = reweighted
+        outputs = self.predictor(transformer_in, mask_features)
+        outputs["mask_features"] = mask_features
+        if self.training and xref.head is not None:
+            outputs["cooc_logits"] = xref.head(reweighted)
         return outputs
 
     def normalize(self, batched_inputs: List[dict]) -> torch.Tensor:
@@ -76,9 +107,9 @@ class SimFormer(nn.Module):
         if not self.training:
             return self.inference(batched_inputs)
         images = self.normalize(batched_inputs)
-        outputs = self.forward_features(images)
-        targets = self.prepare_targets(batched_inputs, images.shape[-2:])
         pairs = self.pair_indices(batched_inputs)
+        outputs = self.forward_features(images, pairs)
+        targets = self.prepare_targets(batched_inputs, images.shape[-2:])
         losses = self.criterion(outputs, targets, pairs)
         weights = self.criterion.weight_dict
         return {k: v * weights[k] for k, v in losses.items() if k in weights}
@@ -183,6 +214,7 @@ def build_simformer(cfg, num_classes: int, split: Optional[Split]) -> SimFormer:
     predictor = build_transformer_predictor(cfg, pixel_decoder.transformer_in_channels, num_classes)
     novel_masks = cfg_novel_masks(cfg)
     criterion = build_criterion(cfg, num_classes, novel_ids if not novel_masks else novel_ids[:0])
+    cross_reference = build_cross_reference(cfg, input_shape)
     tta = None
     if cfg.TEST.AUG.ENABLED:
         tta = {"min_sizes": list(cfg.TEST.AUG.MIN_SIZES), "max_size": cfg.TEST.AUG.MAX_SIZE, "flip": cfg.TEST.AUG.FLIP}
@@ -191,5 +223,5 @@ def build_simformer(cfg, num_classes: int, split: Optional[Split]) -> SimFormer:
         num_classes=num_classes, novel_class_ids=novel_ids, novel_masks=novel_masks,
         pixel_mean=list(cfg.MODEL.PIXEL_MEAN), pixel_std=list(cfg.MODEL.PIXEL_STD),
         size_divisibility=cfg.MODEL.MASK_FORMER.SIZE_DIVISIBILITY,
-        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, tta=tta,
+        ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, tta=tta, cross_reference=cross_reference,
     )
