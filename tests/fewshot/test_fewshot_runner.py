@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import NAMES, FakeSource
+from fewshot_helpers import NAMES, FakeSource
 from simformer.fewshot.episodes import class_pixel_counts, load_episodes, sample_episodes
 from simformer.fewshot.metrics import FewShotEvaluator, episode_counts
 from simformer.fewshot.methods import OracleMethod
