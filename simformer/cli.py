@@ -26,6 +26,7 @@ COMMANDS = {
     "train": "train",
     "eval": "eval",
     "score": "score",
+    "fewshot": "fewshot",
     "visualize": "visualize",
     "pseudo-label": "pseudo_label",
     "pipeline": "pipeline",

@@ -15,6 +15,8 @@ Make, validate or show a base/novel class split (JSON, see simformer/data/class_
   paper:   simformer split --paper coco_stuff_10k/split1 --output FILE.json
            simformer split --paper all --output DIR      (DIR/<family>/split<i>.json, all 13)
   nested:  simformer split --dataset NAME --nested 6,8,10 --seed S --output DIR   (DIR/novel<n>.json)
+  folds:   simformer split --fewshot-folds toyscenes --output DIR  (DIR/fewshot_fold<i>.json; coco_stuff_10k:
+           DIR/coco20i_fold<i>.json, the COCO-20i classes; docs/fewshot.md)
   check:   simformer split --validate FILE       (exit 1 if invalid)
   inspect: simformer split --show FILE
 
@@ -32,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--paper", metavar="KEY", help="paper split, e.g. coco_stuff_10k/split1 or ade20k/split4, or 'all'")
     mode.add_argument("--validate", metavar="FILE", help="check a split file; exit 1 if invalid")
     mode.add_argument("--show", metavar="FILE", help="print a split file's summary")
+    mode.add_argument("--fewshot-folds", metavar="FAMILY",
+                      help="the named few-shot folds of toyscenes (4 x 6 classes) or coco_stuff_10k (COCO-20i)")
     parser.add_argument("--novel-ratio", type=float, default=0.25, help="share of novel classes (default 0.25)")
     parser.add_argument("--seed", type=int, help="random seed (required with --dataset)")
     parser.add_argument("--nested", metavar="N1,N2,...",
@@ -142,7 +146,7 @@ def _resolve_output(args) -> None:
         return
     if args.out or args.out_dir:
         raise UsageError("give --output, or its alias --out / --out-dir, not both")
-    multi = args.paper == "all" or bool(args.nested)
+    multi = args.paper == "all" or bool(args.nested) or bool(args.fewshot_folds)
     if multi or not args.output.endswith(".json"):
         args.out_dir = args.output
     else:
@@ -171,7 +175,20 @@ def run(args) -> int:
 
     if args.paper:
         return _run_paper(args)
+    if args.fewshot_folds:
+        return _run_fewshot_folds(args)
     return _run_seeded(args)
+
+
+def _run_fewshot_folds(args) -> int:
+    from simformer.fewshot.folds import fewshot_folds
+
+    if not args.out_dir:
+        raise UsageError("--fewshot-folds needs --output DIR (writes DIR/fewshot_fold<i>.json or DIR/coco20i_fold<i>.json)")
+    for stem, split in fewshot_folds(args.fewshot_folds):
+        _write(split, os.path.join(args.out_dir, stem + ".json"), args.force)
+        _print_summary(split, args)
+    return 0
 
 
 def _run_paper(args) -> int:

@@ -251,6 +251,20 @@ _C.SOLVER.CHECKPOINT_KEEP = 2
 # ---------------------------------------------------------------------------------------------
 _C.FEWSHOT = CN()
 # --- protocol keys ---
+# Query and support images of an episode hold at least this many pixels of its class (void not
+# counted). 64 px keeps every ToyScenes class (objects of ~250-1200 px at 128 px); PFENet's lists use
+# 2 * 32 * 32 = 2048 px at 473 px crops. `simformer fewshot --min-pixels` overrides it.
+_C.FEWSHOT.MIN_PIXELS = 64
+# Memory (MiB) for the per-run cache of views (proposals + features + label of one image), least
+# recently used out first; within it every image goes through the model once per run.
+_C.FEWSHOT.VIEW_CACHE_MB = 2048
+# `prototype` (PANet-style): the View feature map pooled under the support mask ("res2".."res5"
+# backbone, "mask_features" pixel decoder) and the cosine similarity above which a query location is
+# foreground (mapped to probability 0.5). Chosen on ToyScenes training images (docs/fewshot.md:
+# mask_features @ 0.8 gave 58.0 mIoU, the best backbone map res3 @ 0.4 gave 43.9).
+_C.FEWSHOT.PROTOTYPE = CN()
+_C.FEWSHOT.PROTOTYPE.FEATURE = "mask_features"
+_C.FEWSHOT.PROTOTYPE.THRESHOLD = 0.8
 # --- FEWSHOT.MM_FORMER ---
 # --- FEWSHOT.GFSAM ---
 # GF-SAM over the suite's proposals (docs/gfsam.md). Feature map of the View used for the
