@@ -230,6 +230,33 @@ _C.SOLVER.CHECKPOINT_KEEP = 2
 _C.FEWSHOT = CN()
 # --- protocol keys ---
 # --- FEWSHOT.MM_FORMER ---
+# MM-Former's mask matching (methods mm-match / mm-former, `simformer train-matcher`; docs/mm_former.md).
+# N (the number of proposals) is the proposal source's (MODEL.MASK_FORMER.NUM_OBJECT_QUERIES); a
+# trained matcher stores its N and refuses a source with another.
+_C.FEWSHOT.MM_FORMER = CN()
+# Feature maps matched: backbone ("pre-decoder", the paper's Table 3b) res3..res5 as its F^3..F^5;
+# each level's prototypes are L2-normalised, the similarity is the mean of the per-level cosines.
+_C.FEWSHOT.MM_FORMER.FEATURES = ["res3", "res4", "res5"]
+# The paper's non-parametric Self-Alignment block (channel re-weighting) before pooling.
+_C.FEWSHOT.MM_FORMER.SELF_ALIGN = True
+# mm-match: 0 = take the proposal with the highest similarity (the paper's heuristic baseline);
+# T > 0 = sum of proposals weighted by softmax(similarity / T).
+_C.FEWSHOT.MM_FORMER.MATCH_TEMPERATURE = 0.0
+# mm-former: the matcher.pth written by `simformer train-matcher`.
+_C.FEWSHOT.MM_FORMER.WEIGHTS = ""
+# Learnable matching MLP N -> HIDDEN_MULT*N -> N (the release: 5).
+_C.FEWSHOT.MM_FORMER.HIDDEN_MULT = 5
+# Loss = DICE_WEIGHT x dice(weighted mask, GT) + BCE_WEIGHT x the Eq. 5 BCE on the highest- and
+# lowest-IoU proposals (the paper's lambda_1 = 10, lambda_2 = 6).
+_C.FEWSHOT.MM_FORMER.DICE_WEIGHT = 10.0
+_C.FEWSHOT.MM_FORMER.BCE_WEIGHT = 6.0
+# Episodic training (paper, stage 2: AdamW, lr 1e-4, weight decay 0.05, poly 0.9, batch 4,
+# 20k iterations on COCO-20i / 10k on PASCAL-5i).
+_C.FEWSHOT.MM_FORMER.LR = 0.0001
+_C.FEWSHOT.MM_FORMER.WEIGHT_DECAY = 0.05
+_C.FEWSHOT.MM_FORMER.POLY_POWER = 0.9
+_C.FEWSHOT.MM_FORMER.BATCH = 4
+_C.FEWSHOT.MM_FORMER.ITERS = 20000
 # --- FEWSHOT.GFSAM ---
 
 # ---------------------------------------------------------------------------------------------
