@@ -111,17 +111,25 @@ def match_prototypes(query_protos: Sequence[torch.Tensor], support_protos: Seque
 # ------------------------------------------------------------------------------------------------
 # the learnable matching block and its loss
 # ------------------------------------------------------------------------------------------------
+SIM_NORMS = ("none", "zscore")
+
+
 class MaskMatchingModule(nn.Module):
     """The Learnable Matching block: coefficients = fc2(relu(fc1(S))), fc1: N -> mult*N,
-    fc2: mult*N -> N (the release: N -> 5N -> N); ``M_hat = sum_n coef_n M_n`` (Eq. 4)."""
+    fc2: mult*N -> N (the release: N -> 5N -> N); ``M_hat = sum_n coef_n M_n`` (Eq. 4).
+    ``sim_norm`` "zscore" standardises S over the N proposals first (not in the paper: frozen
+    features give compressed cosines; docs/mm_former.md section 2)."""
 
-    def __init__(self, num_proposals: int, hidden_mult: int = 5):
+    def __init__(self, num_proposals: int, hidden_mult: int = 5, sim_norm: str = "none"):
         super().__init__()
         if num_proposals < 1 or hidden_mult < 1:
             raise ValueError(f"MaskMatchingModule needs num_proposals >= 1 and hidden_mult >= 1, got "
                              f"{num_proposals}, {hidden_mult}")
+        if sim_norm not in SIM_NORMS:
+            raise ValueError(f"FEWSHOT.MM_FORMER.SIM_NORM must be one of {SIM_NORMS}, got {sim_norm!r}")
         self.num_proposals = num_proposals
         self.hidden_mult = hidden_mult
+        self.sim_norm = sim_norm
         self.fc1 = nn.Linear(num_proposals, num_proposals * hidden_mult)
         self.fc2 = nn.Linear(num_proposals * hidden_mult, num_proposals)
 
@@ -130,6 +138,8 @@ class MaskMatchingModule(nn.Module):
         if sims.shape[-1] != self.num_proposals:
             raise ValueError(f"the matching module was built for N={self.num_proposals} proposals, got "
                              f"{sims.shape[-1]} similarities; train it on the proposal source used here")
+        if self.sim_norm == "zscore":
+            sims = (sims - sims.mean(-1, keepdim=True)) / (sims.std(-1, unbiased=False, keepdim=True) + 1e-6)
         return self.fc2(F.relu(self.fc1(sims)))
 
     def forward(self, sims: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
@@ -187,13 +197,14 @@ def matcher_loss(coefs: torch.Tensor, proposals: torch.Tensor, gt: torch.Tensor,
 # weights file
 # ------------------------------------------------------------------------------------------------
 def save_matcher(path: str, module: MaskMatchingModule, meta: dict) -> None:
-    """matcher.pth: {"state_dict", "num_proposals", "hidden_mult", "features", "self_align", ...meta}
+    """matcher.pth: {"state_dict", "num_proposals", "hidden_mult", "sim_norm", "features", "self_align", ...}
     (tensors and plain types only, loadable with weights_only=True); atomic."""
     from simformer.utils.io import atomic_path
 
     payload = dict(meta)
     payload.update({"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-                    "num_proposals": module.num_proposals, "hidden_mult": module.hidden_mult})
+                    "num_proposals": module.num_proposals, "hidden_mult": module.hidden_mult,
+                    "sim_norm": module.sim_norm})
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -211,11 +222,11 @@ def load_matcher(path: str) -> Tuple[MaskMatchingModule, dict]:
     except Exception as e:  # noqa: BLE001 - any unreadable / unsafe file is one clear error
         raise ValueError(f"FEWSHOT.MM_FORMER.WEIGHTS {path} is not a readable matcher.pth "
                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    need = ("state_dict", "num_proposals", "hidden_mult", "features", "self_align")
+    need = ("state_dict", "num_proposals", "hidden_mult", "sim_norm", "features", "self_align")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in need):
         raise ValueError(f"FEWSHOT.MM_FORMER.WEIGHTS {path} is not a matcher.pth written by "
                          f"`simformer train-matcher` (needs keys {list(need)})")
-    module = MaskMatchingModule(int(ckpt["num_proposals"]), int(ckpt["hidden_mult"]))
+    module = MaskMatchingModule(int(ckpt["num_proposals"]), int(ckpt["hidden_mult"]), str(ckpt["sim_norm"]))
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

@@ -193,7 +193,7 @@ def train_matcher(cfg, *, get_view: Callable[[int], View], get_label: Callable[[
     logger.info("train-matcher: %d episodes over %d images, N=%d proposals", len(episodes), len(cache), n)
     with torch.random.fork_rng(devices=[]):  # the module's initialisation, without touching global RNG state
         torch.manual_seed(seed)
-        module = MaskMatchingModule(n, int(c.HIDDEN_MULT))
+        module = MaskMatchingModule(n, int(c.HIDDEN_MULT), str(c.SIM_NORM))
     before = episode_scores(module, cache, data)
     history = fit(module, cache, data, iters=int(c.ITERS), batch=int(c.BATCH), lr=float(c.LR),
                   weight_decay=float(c.WEIGHT_DECAY), poly_power=float(c.POLY_POWER),

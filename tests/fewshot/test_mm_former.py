@@ -126,6 +126,13 @@ def test_module_forward_hand():
     assert torch.allclose(mod(sims[None].repeat(3, 1), props[None].repeat(3, 1, 1, 1)), want.expand(3, 2, 2))
     with pytest.raises(ValueError, match="N=2"):
         mod.coefficients(torch.zeros(3))
+    # SIM_NORM zscore: S standardised over N first; (0.5, -0.25) -> mean 0.125, std 0.375 -> (1, -1)
+    # -> hidden relu (1, 0, 0, 1) -> coefficients (1.1, 2)
+    z = MaskMatchingModule(2, hidden_mult=2, sim_norm="zscore")
+    z.load_state_dict(mod.state_dict())
+    assert torch.allclose(z.coefficients(sims), torch.tensor([1.1, 2.0]), atol=1e-4)
+    with pytest.raises(ValueError, match="SIM_NORM"):
+        MaskMatchingModule(2, sim_norm="softmax")
 
 
 def test_loss_hand():
@@ -254,7 +261,7 @@ def test_train_matcher_end_to_end_and_weights_round_trip(tmp_path):
     b, meta = load_matcher(str(tmp_path / "m2" / "matcher.pth"))
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     assert metrics2["final"] == metrics["final"]
-    assert meta["features"] == ["res3", "res4"] and meta["self_align"] is True
+    assert meta["features"] == ["res3", "res4"] and meta["self_align"] is True and meta["sim_norm"] == "zscore"
     # the method loads the weights and predicts M_hat = sum coef_n M_n, clamped
     method = build_mm_former(load_cfg(None, ["FEWSHOT.MM_FORMER.WEIGHTS", os.path.join(out, "matcher.pth")]))
     support = views[4].with_mask(torch.as_tensor(labels[4] == 1), torch.as_tensor(labels[4] != 255))
@@ -276,3 +283,15 @@ def test_train_matcher_end_to_end_and_weights_round_trip(tmp_path):
     torch.save(ckpt, str(tmp_path / "bad.pth"))
     with pytest.raises(ValueError, match="does not fit N=7"):
         load_matcher(str(tmp_path / "bad.pth"))
+
+
+def test_train_matcher_verb_rejects_bad_options(tmp_path, capsys):
+    from simformer.cli import main
+
+    base = ["train-matcher", "--config", "c.yaml", "--weights", "w.pth", "--fold", "f.json", "--output", str(tmp_path)]
+    assert main(base + ["--shots", "0"]) == 2
+    assert "--shots must be >= 1" in capsys.readouterr().err
+    assert main(base + ["--episodes", "-1"]) == 2
+    assert main(base + ["--min-pixels", "-5"]) == 2
+    assert main(base) == 1  # missing weights file: a data error naming it
+    assert "w.pth" in capsys.readouterr().err
