@@ -30,6 +30,7 @@ COMMANDS = {
     "visualize": "visualize",
     "pseudo-label": "pseudo_label",
     "pipeline": "pipeline",
+    "train-matcher": "train_matcher",
     "sweep": "sweep",
     "stats": "stats",
     "plot": "plot",
