@@ -47,13 +47,9 @@ def run(args) -> int:
 
     cfg, model, split, name = load_trained_model(args.config, args.weights, args.opts, default_dataset="train",
                                                  log_dir=args.output)
-    min_pixels = args.min_pixels
-    if min_pixels is None:
-        min_pixels = cfg.FEWSHOT.get("MIN_PIXELS")
-        if min_pixels is None:
-            raise UsageError("pass --min-pixels N (this config defines no FEWSHOT.MIN_PIXELS)")
+    min_pixels = cfg.FEWSHOT.MIN_PIXELS if args.min_pixels is None else args.min_pixels
     fold = load_split(args.fold, expected_names=class_names(name))
-    unseen = bool(cfg.WEAKSHOT.get("DROP_NOVEL", False)) and set(fold.novel) <= set(split.novel)
+    unseen = bool(cfg.WEAKSHOT.DROP_NOVEL) and set(fold.novel) <= set(split.novel)
     if not unseen:
         logging.getLogger("simformer").warning(
             "train-matcher: the proposal model was not trained with the fold's novel classes dropped "

@@ -1,13 +1,11 @@
 """``build_method(name, cfg, **kwargs)``: a registered few-shot method by name.
 
-Importing a method module registers its methods (``register_method``). The modules below are
-imported on first use; one that is not installed in this checkout is simply not registered, while
-an error inside a module that exists is raised as is.
+Importing a method module registers its methods (``register_method``); the built-in modules
+below are imported on first use. A new method registers itself in its own module, listed here.
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import List
 
 from .base import FEWSHOT_METHOD_REGISTRY, FewShotMethod
@@ -17,8 +15,7 @@ METHOD_MODULES = ("simformer.fewshot.methods", "simformer.fewshot.mm_former", "s
 
 def _import_methods() -> None:
     for module in METHOD_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(module)
 
 
 def available_methods() -> List[str]:

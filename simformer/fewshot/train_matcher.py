@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from .base import FOREGROUND_THRESHOLD, View
+from .episodes import class_pixel_counts, sample_episodes
 from .mm_former import (MaskMatchingModule, co_loss, match_prototypes, matcher_loss, query_prototypes,
                         save_matcher, self_align, soft_iou, support_prototypes)
+from .proposals import ModelProposalSource, load_view
 
 logger = logging.getLogger("simformer")
 
@@ -234,9 +236,6 @@ def train_matcher_on_dataset(cfg, model, *, dataset_name: str, train_classes: Se
     features from ``model`` (frozen), then :func:`train_matcher`."""
     from simformer.data.catalog import get_dataset, get_dataset_dicts
     from simformer.utils.io import read_label
-
-    from .episodes import class_pixel_counts, sample_episodes
-    from .proposals import ModelProposalSource, load_view
 
     records = get_dataset_dicts(dataset_name)
     counts = class_pixel_counts(records, get_dataset(dataset_name).num_classes)
