@@ -29,7 +29,8 @@ def check_cfg(cfg, where: str = "config") -> None:
     """Raise :class:`ConfigCheckError` for an invalid combination of keys.
 
     Rules: pairing (``WEAKSHOT.PAIR_MODE`` vs ``WEAKSHOT.SIMNET.ENABLED`` / ``WEAKSHOT.DISTILL.ENABLED``),
-    the distillation teacher (``DISTILL`` needs ``SIMNET``), and the batch layout
+    the distillation teacher (``DISTILL`` needs ``SIMNET``), the CMT decoder's reference masks
+    (``CMT.LOCATION`` needs ``CMT.APPROX_WEIGHT`` > 0), and the batch layout
     (``SOLVER.IMS_PER_BATCH`` vs ``SOLVER.GRAD_ACCUM_STEPS`` and pairs). The world size is known
     only at launch; ``simformer.data.loader.micro_batch_layout`` checks the batch against it.
     """
@@ -45,6 +46,11 @@ def check_cfg(cfg, where: str = "config") -> None:
         raise ConfigCheckError(
             f"{where}: WEAKSHOT.DISTILL.ENABLED needs SimNet as teacher: set WEAKSHOT.SIMNET.ENABLED True "
             "or WEAKSHOT.DISTILL.ENABLED False")
+    cmt = cfg.MODEL.MASK_FORMER.CMT
+    if cfg.MODEL.MASK_FORMER.DECODER == "cmt" and cmt.LOCATION and not cmt.APPROX_WEIGHT > 0:
+        raise ConfigCheckError(
+            f"{where}: MODEL.MASK_FORMER.CMT.LOCATION needs the mask approximation loss that teaches the "
+            f"reference masks: set MODEL.MASK_FORMER.CMT.APPROX_WEIGHT > 0 (got {cmt.APPROX_WEIGHT}) or LOCATION False")
     accum, ims = int(solver.GRAD_ACCUM_STEPS), int(solver.IMS_PER_BATCH)
     if accum < 1:
         raise ConfigCheckError(f"{where}: SOLVER.GRAD_ACCUM_STEPS must be >= 1, got {accum}")
