@@ -30,7 +30,8 @@ def check_cfg(cfg, where: str = "config") -> None:
 
     Rules: pairing (``WEAKSHOT.PAIR_MODE`` vs ``WEAKSHOT.SIMNET.ENABLED`` / ``WEAKSHOT.DISTILL.ENABLED`` /
     ``WEAKSHOT.CROSS_REFERENCE.ENABLED``), the distillation teacher (``DISTILL`` needs ``SIMNET``),
-    base-only training (``WEAKSHOT.DROP_NOVEL``: :func:`_check_drop_novel`), and the batch layout
+    base-only training (``WEAKSHOT.DROP_NOVEL``: :func:`_check_drop_novel`), the CMT decoder's
+    reference masks (``CMT.LOCATION`` needs ``CMT.APPROX_WEIGHT`` > 0), and the batch layout
     (``SOLVER.IMS_PER_BATCH`` vs ``SOLVER.GRAD_ACCUM_STEPS`` and pairs). The world size is known
     only at launch; ``simformer.data.loader.micro_batch_layout`` checks the batch against it.
     """
@@ -53,6 +54,11 @@ def check_cfg(cfg, where: str = "config") -> None:
             "or WEAKSHOT.DISTILL.ENABLED False")
     if ws.DROP_NOVEL:
         _check_drop_novel(ws, where)
+    cmt = cfg.MODEL.MASK_FORMER.CMT
+    if cfg.MODEL.MASK_FORMER.DECODER == "cmt" and cmt.LOCATION and not cmt.APPROX_WEIGHT > 0:
+        raise ConfigCheckError(
+            f"{where}: MODEL.MASK_FORMER.CMT.LOCATION needs the mask approximation loss that teaches the "
+            f"reference masks: set MODEL.MASK_FORMER.CMT.APPROX_WEIGHT > 0 (got {cmt.APPROX_WEIGHT}) or LOCATION False")
     accum, ims = int(solver.GRAD_ACCUM_STEPS), int(solver.IMS_PER_BATCH)
     if accum < 1:
         raise ConfigCheckError(f"{where}: SOLVER.GRAD_ACCUM_STEPS must be >= 1, got {accum}")

@@ -103,6 +103,39 @@ _C.MODEL.MASK_FORMER.POINT_LOSS = False
 _C.MODEL.MASK_FORMER.TRAIN_NUM_POINTS = 12544
 _C.MODEL.MASK_FORMER.OVERSAMPLE_RATIO = 3.0
 _C.MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO = 0.75
+# Transformer decoder: "maskformer" (DETR decoder, MaskFormer) or "cmt" (CMT-DeepLab's
+# clustering mask transformer, docs/cmt.md). Both give the same outputs to the criterion.
+_C.MODEL.MASK_FORMER.DECODER = "maskformer"
+
+# The CMT decoder (read only when DECODER is "cmt"). Paper: Yu et al., CMT-DeepLab, CVPR 2022.
+_C.MODEL.MASK_FORMER.CMT = CN()
+# Stride of the pixel features the CMT layers cluster (and cross-attend to): 4 = the mask features,
+# 8 = them 2x2 average-pooled, 0 = the map named by TRANSFORMER_IN_FEATURE (as MaskFormer). The
+# paper's CMT layers sit in backbone stages 4-5 at 641-1281 px; at 128 px stride 32 is 4 x 4 tokens.
+_C.MODEL.MASK_FORMER.CMT.PIXEL_STRIDE = 8
+# Clustering centre update: add Z^T V to the cross-attention (Eq. 7). Paper: on (with PIXEL_UPDATE,
+# the "clustering transformer" of Table 2a: +0.9 PQ).
+_C.MODEL.MASK_FORMER.CMT.CLUSTER_UPDATE = True
+# Divide Z^T by the soft cluster sizes (a k-means mean, same scale as the attention rows). The paper
+# prints the plain sum, which grows with H x W (False = Eq. 7 as printed).
+_C.MODEL.MASK_FORMER.CMT.CLUSTER_UPDATE_MEAN = True
+# Pixel-feature update F' = F + Z V^c in every layer (Eq. 8). Paper: on.
+_C.MODEL.MASK_FORMER.CMT.PIXEL_UPDATE = True
+# Location-sensitive clustering: reference masks (Eq. 9-10), coordinate convolutions (Eq. 11-12) and
+# the mask approximation loss (Eq. 13). Paper: on (+0.7 PQ, Table 2b). Needs APPROX_WEIGHT > 0.
+_C.MODEL.MASK_FORMER.CMT.LOCATION = True
+# M: reference points per cluster centre. Paper: 8.
+_C.MODEL.MASK_FORMER.CMT.NUM_REF_POINTS = 8
+# Weight of the mask approximation loss L_loc (Eq. 13), every decoder layer. Paper: 1.0.
+_C.MODEL.MASK_FORMER.CMT.APPROX_WEIGHT = 1.0
+# Pixel-wise contrastive loss (Eq. 14) on the mask features. Paper: on (+0.4 PQ).
+_C.MODEL.MASK_FORMER.CMT.CONTRAST = True
+# |A|: pixels sampled per image for it. Paper: 4096.
+_C.MODEL.MASK_FORMER.CMT.CONTRAST_SAMPLES = 4096
+# tau: its temperature. Not given in the paper (it defers to MaX-DeepLab's settings); 0.3, our choice.
+_C.MODEL.MASK_FORMER.CMT.CONTRAST_TEMPERATURE = 0.3
+# Its weight. Not given in the paper (as tau); 1.0, our choice.
+_C.MODEL.MASK_FORMER.CMT.CONTRAST_WEIGHT = 1.0
 
 # ---------------------------------------------------------------------------------------------
 # WEAKSHOT: the weak-shot setting and the SimFormer modules

@@ -21,6 +21,9 @@ Terms returned by ``WeakShotCriterion.forward`` (unweighted; ``weight_dict`` hol
                   novel score maps (gradient into the segmenter only).
 * ``loss_cooc``   CRCNet's co-occurrence BCE on ``outputs["cooc_logits"]``: base pixels whose class
                   is / is not in the pair partner's labels (``cross_reference.py``, docs/crcnet.md).
+* ``loss_approx`` CMT decoder: mask approximation loss of the matched queries' reference points
+                  (per decoder layer); ``loss_contrast``: pixel-wise contrastive loss on the mask
+                  features (``cmt_losses.py``, docs/cmt.md).
 
 Auxiliary decoder layers add ``loss_ce_i``, ``loss_mask_i``, ``loss_dice_i`` (and
 ``loss_comp_*_i``) with their own matching. A term with nothing to work on is a zero that is still
@@ -45,7 +48,7 @@ from .point_sampling import (
     get_uncertain_point_coords_with_randomness,
     point_sample,
 )
-from . import pair_losses
+from . import cmt_losses, pair_losses
 from .cross_reference import cooccurrence_loss, partner_index
 from .losses import LossWeights, dice_loss, sigmoid_focal_loss
 from .simnet import SimNet
@@ -71,6 +74,9 @@ class WeakShotCriterion(nn.Module):
         point_loss, train_num_points, oversample_ratio, importance_sample_ratio: importance-sampled
             point losses instead of full-resolution ones.
         num_aux_layers: auxiliary layers listed explicitly in ``weight_dict`` (more still work).
+        approx_weight: weight of the CMT mask approximation loss (0 = off; needs ``pred_refs``).
+        contrast_weight, contrast_samples, contrast_temperature: the CMT pixel-wise contrastive
+            loss (0 = off), |A| pixels per image and tau.
         ignore_value: label of non-base / void pixels in ``targets[b]["sem_seg"]``.
     """
 
@@ -104,6 +110,10 @@ class WeakShotCriterion(nn.Module):
         importance_sample_ratio: float = 0.75,
         num_aux_layers: int = 5,
         ignore_value: int = 255,
+        approx_weight: float = 0.0,
+        contrast_weight: float = 0.0,
+        contrast_samples: int = 4096,
+        contrast_temperature: float = 0.3,
     ):
         super().__init__()
         if num_classes <= 0:
@@ -143,6 +153,16 @@ class WeakShotCriterion(nn.Module):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.ignore_value = ignore_value
+        if approx_weight < 0 or contrast_weight < 0:
+            raise ValueError("MODEL.MASK_FORMER.CMT.APPROX_WEIGHT / CONTRAST_WEIGHT must be >= 0, got "
+                             f"{approx_weight} / {contrast_weight}")
+        if contrast_weight > 0 and (contrast_samples < 2 or contrast_temperature <= 0):
+            raise ValueError("MODEL.MASK_FORMER.CMT.CONTRAST_SAMPLES must be >= 2 and CONTRAST_TEMPERATURE > 0, "
+                             f"got {contrast_samples} / {contrast_temperature}")
+        self.approx = approx_weight > 0
+        self.contrast = contrast_weight > 0
+        self.contrast_samples = int(contrast_samples)
+        self.contrast_temperature = float(contrast_temperature)
         self.register_buffer("novel_class_ids", novel, persistent=False)
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
@@ -152,7 +172,11 @@ class WeakShotCriterion(nn.Module):
         if complementary:
             per_layer["loss_comp_mask"] = comp_weight * mask_weight
             per_layer["loss_comp_dice"] = comp_weight * dice_weight
+        if self.approx:
+            per_layer["loss_approx"] = approx_weight
         weights = LossWeights(per_layer)
+        if self.contrast:
+            weights["loss_contrast"] = contrast_weight
         if simnet is not None:
             weights["loss_sim"] = sim_weight
         if self.distill:
@@ -307,8 +331,9 @@ class WeakShotCriterion(nn.Module):
     # ------------------------------------------------------------------ the term table
     def get_loss(self, loss: str, outputs, targets, indices=None, num_masks: float = 1.0,
                  pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """One term by name (``labels``, ``masks``, ``complementary`` per decoder layer; ``sim``,
-        ``distill``, ``cooccurrence`` on the final layer's pairs) -> its dict of loss tensors."""
+        """One term by name (``labels``, ``masks``, ``complementary``, ``approx`` per decoder layer;
+        ``sim``, ``distill``, ``cooccurrence`` on the final layer's pairs; ``contrast`` on the mask
+        features) -> its dict of loss tensors."""
         loss_map = {
             "labels": lambda: {"loss_ce": self.loss_labels(outputs, targets, indices)},
             "masks": lambda: self.loss_masks(outputs, targets, indices, num_masks),
@@ -316,16 +341,23 @@ class WeakShotCriterion(nn.Module):
             "sim": lambda: {"loss_sim": self.loss_sim(outputs, targets, pairs)},
             "distill": lambda: {"loss_dist": self.loss_distill(outputs, targets, pairs)},
             "cooccurrence": lambda: {"loss_cooc": self.loss_cooccurrence(outputs, targets, pairs)},
+            "approx": lambda: {"loss_approx": cmt_losses.loss_approx(outputs, targets, indices, num_masks)},
+            "contrast": lambda: {"loss_contrast": cmt_losses.loss_contrast(
+                outputs, targets, num_samples=self.contrast_samples, temperature=self.contrast_temperature,
+                ignore_value=self.ignore_value)},
         }
         if loss not in loss_map:
             raise KeyError(f"WeakShotCriterion: unknown loss '{loss}'; known: {sorted(loss_map)}")
         return loss_map[loss]()
 
     def layer_loss_names(self, comp: bool) -> List[str]:
-        return ["labels", "masks"] + (["complementary"] if comp else [])
+        return ["labels", "masks"] + (["complementary"] if comp else []) + (["approx"] if self.approx else [])
 
     def pair_loss_names(self) -> List[str]:
-        names = [] if self.simnet is None else ["sim"] + (["distill"] if self.distill else [])
+        """Terms computed once per batch from the final outputs (pairs, mask features)."""
+        names = ["contrast"] if self.contrast else []
+        if self.simnet is not None:
+            names += ["sim"] + (["distill"] if self.distill else [])
         return names + (["cooccurrence"] if self.cooccurrence else [])
 
     def _layer_losses(self, outputs, targets, num_masks: float, comp: bool) -> Dict[str, torch.Tensor]:
@@ -385,7 +417,7 @@ class WeakShotCriterion(nn.Module):
     def _forward(self, outputs, targets, pairs) -> Dict[str, torch.Tensor]:
         device = outputs["pred_logits"].device
         num_masks = self._num_masks(targets, device)
-        final = {k: outputs[k] for k in ("pred_logits", "pred_masks")}
+        final = {k: outputs[k] for k in ("pred_logits", "pred_masks", "pred_refs") if k in outputs}
         losses = self._layer_losses(final, targets, num_masks, self.complementary)
         for name in self.pair_loss_names():
             losses.update(self.get_loss(name, outputs, targets, pairs=pairs))
@@ -400,6 +432,7 @@ class WeakShotCriterion(nn.Module):
 def build_criterion(cfg, num_classes: int, novel_class_ids) -> WeakShotCriterion:
     """Build the criterion (and its SimNet) from ``MODEL.MASK_FORMER.*`` and ``WEAKSHOT.*``."""
     mf, ws = cfg.MODEL.MASK_FORMER, cfg.WEAKSHOT
+    cmt, is_cmt = mf.CMT, mf.DECODER == "cmt"
     check_cfg(cfg)  # pairing rules (a config from load_cfg has passed them already)
     matcher = HungarianMatcher(cost_class=mf.CLASS_WEIGHT, cost_mask=mf.MASK_WEIGHT, cost_dice=mf.DICE_WEIGHT)
     simnet = None
@@ -437,4 +470,9 @@ def build_criterion(cfg, num_classes: int, novel_class_ids) -> WeakShotCriterion
         importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
         num_aux_layers=max(mf.DEC_LAYERS - 1, 0),
         ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+        # the CMT decoder's terms (docs/cmt.md); read only with that decoder
+        approx_weight=cmt.APPROX_WEIGHT if is_cmt and cmt.LOCATION else 0.0,
+        contrast_weight=cmt.CONTRAST_WEIGHT if is_cmt and cmt.CONTRAST else 0.0,
+        contrast_samples=cmt.CONTRAST_SAMPLES,
+        contrast_temperature=cmt.CONTRAST_TEMPERATURE,
     )

@@ -21,6 +21,7 @@ from .image_list import normalize_images, pad_batch
 from .inference import sem_seg_postprocess, semantic_inference, tta_inference
 from .pixel_decoder import build_pixel_decoder
 from .registry import register_meta_arch
+from . import cmt_decoder  # noqa: F401  (registers MODEL.MASK_FORMER.DECODER "cmt")
 from .transformer_decoder import build_transformer_predictor
 
 

@@ -1,7 +1,7 @@
 """MaskFormer's transformer predictor: DETR decoder on res5 -> class logits and mask logits per query."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,8 @@ from torch import nn
 from .pixel_decoder import c2_xavier_fill
 from .position_encoding import PositionEmbeddingSine
 
-__all__ = ["DecoderLayer", "TransformerDecoder", "MLP", "TransformerPredictor", "build_transformer_predictor"]
+__all__ = ["DecoderLayer", "TransformerDecoder", "MLP", "TransformerPredictor", "PREDICTOR_REGISTRY",
+           "register_predictor", "build_transformer_predictor"]
 
 
 class DecoderLayer(nn.Module):
@@ -195,7 +196,24 @@ class TransformerPredictor(nn.Module):
         return out
 
 
-def build_transformer_predictor(cfg, in_channels: int, num_classes: int) -> TransformerPredictor:
+# MODEL.MASK_FORMER.DECODER name -> builder ``fn(cfg, in_channels, num_classes) -> nn.Module`` whose
+# forward(x, mask_features, mask=None) returns pred_logits / pred_masks / aux_outputs. Other decoders
+# register from their own module (cmt_decoder.py, imported by simformer.py).
+PREDICTOR_REGISTRY: Dict[str, Callable] = {}
+
+
+def register_predictor(name: str) -> Callable[[Callable], Callable]:
+    def deco(fn: Callable) -> Callable:
+        if name in PREDICTOR_REGISTRY and PREDICTOR_REGISTRY[name] is not fn:
+            raise KeyError(f"transformer decoder '{name}' is already registered")
+        PREDICTOR_REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+@register_predictor("maskformer")
+def build_maskformer_predictor(cfg, in_channels: int, num_classes: int) -> TransformerPredictor:
     """TransformerPredictor from MODEL.MASK_FORMER.{HIDDEN_DIM, NHEADS, DIM_FEEDFORWARD, DROPOUT,
     DEC_LAYERS, NUM_OBJECT_QUERIES, DEEP_SUPERVISION} and MODEL.SEM_SEG_HEAD.MASK_DIM."""
     mf = cfg.MODEL.MASK_FORMER
@@ -211,3 +229,16 @@ def build_transformer_predictor(cfg, in_channels: int, num_classes: int) -> Tran
         mask_dim=int(cfg.MODEL.SEM_SEG_HEAD.MASK_DIM),
         deep_supervision=bool(mf.DEEP_SUPERVISION),
     )
+
+
+def build_transformer_predictor(cfg, in_channels: int, num_classes: int) -> nn.Module:
+    """The decoder named by MODEL.MASK_FORMER.DECODER ("maskformer" default, "cmt"); ``in_channels``
+    is the channel count of the pixel decoder's transformer input."""
+    name = str(cfg.MODEL.MASK_FORMER.DECODER)
+    if name not in PREDICTOR_REGISTRY:
+        known = " or ".join(f"'{n}'" for n in sorted(PREDICTOR_REGISTRY))
+        raise ValueError(
+            f"MODEL.MASK_FORMER.DECODER must be {known}, got '{name}' (a decoder registers when its module "
+            "is imported: simformer.modeling.cmt_decoder for 'cmt')."
+        )
+    return PREDICTOR_REGISTRY[name](cfg, in_channels, num_classes)

@@ -113,6 +113,14 @@ def test_step_time_breakdown(capsys):
         assert _close(r[f"{n}_s"], sum(r[f"{n}_{p}_s"] for p in top + inner), rel=0.01)
 
 
+def test_cmt_step_time(capsys):
+    r = _run("cmt_step_time", ["--batch", "2", "--size", "32", "--variants", "cmt_off"], capsys)
+    assert r["maskformer_s"] > 0 and r["cmt_s"] > 0 and r["cmt_off_s"] > 0
+    assert _close(r["ratio"], r["cmt_s"] / r["maskformer_s"])  # one round: median ratio = ratio
+    assert _close(r["cmt_off_ratio"], r["cmt_off_s"] / r["maskformer_s"])
+    assert r["cmt_mib"] >= 0 and (r["batch"], r["size"]) == (2, 32)
+
+
 def test_pair_statistics(capsys):
     r = _run("pair_statistics", ["--images", "600", "--loop-anchors", "10"], capsys)
     assert r["agree"] == 1

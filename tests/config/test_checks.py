@@ -23,6 +23,8 @@ def test_shipped_config_passes():
      ["SOLVER.IMS_PER_BATCH", "SOLVER.GRAD_ACCUM_STEPS", "WEAKSHOT.PAIR_MODE"]),
     (["WEAKSHOT.PAIR_MODE", "pairs"], ["WEAKSHOT.PAIR_MODE"]),
     (["SOLVER.GRAD_ACCUM_STEPS", "0"], ["SOLVER.GRAD_ACCUM_STEPS"]),
+    (["MODEL.MASK_FORMER.DECODER", "cmt", "MODEL.MASK_FORMER.CMT.APPROX_WEIGHT", "0.0"],
+     ["MODEL.MASK_FORMER.CMT.LOCATION", "MODEL.MASK_FORMER.CMT.APPROX_WEIGHT"]),
 ])
 def test_invalid_combination_fails_at_load_naming_the_keys(opts, keys):
     with pytest.raises(ConfigCheckError) as e:

@@ -1,0 +1,124 @@
+"""The two losses CMT-DeepLab adds (docs/cmt.md), used by the criterion with the CMT decoder.
+
+* ``loss_approx`` (paper Eq. 13, the mask approximation loss): the reference points of every
+  Hungarian-matched centre are pulled towards its ground-truth mask: L1 between the points' extreme
+  coordinates (min/max of y and of x) and the mask's extreme pixels, plus L1 between their mean and
+  the mask's centre of mass. Coordinates are pixel centres (i + 0.5) / H of the padded batch image,
+  as the decoder's coordinate grid.
+* ``loss_contrast`` (paper Eq. 14, the pixel-wise contrastive loss): |A| labelled pixels per image,
+  sampled without replacement with probability inversely proportional to the area of their mask
+  (every mask equally likely, the paper's size bias), contrasted on the L2-normalised mask features
+  with the pixels of the same mask as positives.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .pair_losses import small_targets
+
+__all__ = ["mask_extremes_and_centres", "mask_approximation_loss", "sample_balanced_pixels",
+           "pixel_contrastive_loss", "loss_approx", "loss_contrast"]
+
+_MASKED = -1e9  # a logit whose exp is exactly 0, without the NaN gradients of -inf rows
+
+
+def mask_extremes_and_centres(masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """masks [M,H,W] in {0,1} -> (extremes [M,4] = (y_min, y_max, x_min, x_max), centres [M,2] =
+    mean (y, x), areas [M]), in pixel-centre coordinates (i + 0.5) / H, (j + 0.5) / W; an empty
+    mask has area 0 and meaningless extremes. Two passes over the masks (row and column counts)."""
+    m = masks > 0.5
+    _, h, w = m.shape
+    ys = (torch.arange(h, device=m.device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=m.device, dtype=torch.float32) + 0.5) / w
+    rows, cols = m.sum(2, dtype=torch.float32), m.sum(1, dtype=torch.float32)  # [M,H], [M,W]
+    area = rows.sum(1)
+    big = torch.tensor(2.0, device=m.device)  # beyond every normalised coordinate
+    ext = torch.stack([torch.where(rows > 0, ys, big).amin(1), torch.where(rows > 0, ys, -big).amax(1),
+                       torch.where(cols > 0, xs, big).amin(1), torch.where(cols > 0, xs, -big).amax(1)], 1)
+    cen = torch.stack([rows @ ys, cols @ xs], 1) / area.clamp(min=1)[:, None]
+    return ext, cen, area
+
+
+def mask_approximation_loss(refs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per matched mask, L_ext / 4 + L_cen / 2 terms of Eq. 13: refs [M,P,2] (y, x) in [0,1],
+    masks [M,H,W] -> [M] (0 for an empty mask). Summed over masks and divided by K this is Eq. 13's
+    L_loc."""
+    ext, cen, area = mask_extremes_and_centres(masks)
+    ry, rx = refs[..., 0], refs[..., 1]
+    pred_ext = torch.stack([ry.amin(1), ry.amax(1), rx.amin(1), rx.amax(1)], 1)
+    return ((pred_ext - ext).abs().mean(1) + (refs.mean(1) - cen).abs().mean(1)) * (area > 0)
+
+
+def sample_balanced_pixels(labels: torch.Tensor, usable: torch.Tensor, num: int,
+                           generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``min(num, N)`` pixels per row without replacement, P(pixel) proportional to 1 / (pixels
+    of its label in the row) over the usable ones (Gumbel top-k, vectorised over the batch).
+
+    labels int64 [B,N], usable bool [B,N] -> (index [B,n] into N, ok bool [B,n]); a row with fewer
+    than n usable pixels has its extra draws marked not ok."""
+    b, n_pix = labels.shape
+    safe = torch.where(usable, labels, torch.zeros_like(labels))
+    bins = int(safe.max()) + 1 if safe.numel() else 1
+    counts = torch.zeros(b, bins, dtype=torch.float32, device=labels.device)
+    counts.scatter_add_(1, safe, usable.float())
+    area = counts.gather(1, safe).clamp(min=1)
+    u = torch.rand(b, n_pix, generator=generator, device=labels.device if generator is None else generator.device)
+    u = u.to(labels.device).clamp(1e-12, 1 - 1e-7)
+    keys = torch.where(usable, -area.log() - (-u.log()).log(), torch.full_like(area, -float("inf")))
+    top = keys.topk(min(int(num), n_pix), dim=1)
+    return top.indices, torch.isfinite(top.values)
+
+
+def pixel_contrastive_loss(feats: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor,
+                           temperature: float) -> torch.Tensor:
+    """Eq. 14 averaged over the anchors: feats [B,n,D] (L2-normalised here), labels [B,n], ok bool
+    [B,n]. Per image, anchor a: -mean_{p in P(a)} log(exp(f_a f_p / tau) / sum_{b in A} exp(f_a f_b /
+    tau)) with P(a) = the sampled pixels of a's mask and A = the image's sampled pixels, a itself
+    included in both as printed (so P(a) is never empty). Returns a scalar (mean over ok anchors)."""
+    f = F.normalize(feats.float(), dim=-1)
+    sim = (f @ f.transpose(1, 2)) / float(temperature)  # [B,n,n]
+    sim = sim.masked_fill(~ok[:, None, :], _MASKED)
+    logp = sim.log_softmax(-1)
+    pos = (labels[:, :, None] == labels[:, None, :]) & ok[:, :, None] & ok[:, None, :]
+    per_anchor = -(logp * pos).sum(-1) / pos.sum(-1).clamp(min=1)
+    return (per_anchor * ok).sum() / ok.sum().clamp(min=1)
+
+
+def loss_approx(outputs: dict, targets: Sequence[dict], indices, num_masks: float) -> torch.Tensor:
+    """Eq. 13 on the matched queries whose targets have a mask, normalised by the number of mask
+    targets (the K of Eq. 13, as the focal / dice losses); needs ``outputs["pred_refs"]`` [B,Q,P,2]."""
+    if "pred_refs" not in outputs:
+        raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
+                       "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
+    refs = outputs["pred_refs"]
+    src, tgt = [], []
+    for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
+        hm = tg.get("has_mask")
+        keep = torch.ones_like(ti, dtype=torch.bool) if hm is None else hm.bool()[ti.to(hm.device)].cpu()
+        src.append(refs[b, qi[keep].to(refs.device)])
+        tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
+    src = torch.cat(src).float()
+    tgt = torch.cat(tgt).to(refs.device)
+    if tgt.shape[0] == 0:
+        return refs.sum() * 0.0
+    return mask_approximation_loss(src, tgt).sum() / num_masks
+
+
+def loss_contrast(outputs: dict, targets: Sequence[dict], *, num_samples: int, temperature: float,
+                  ignore_value: int = 255, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Eq. 14 on ``outputs["mask_features"]`` [B,C,h,w]: labels of ``targets[b]["sem_seg"]`` taken at
+    the feature grid (nearest), usable = valid and not ``ignore_value`` (void and, in the weak-shot
+    setting, novel pixels, which have no mask)."""
+    feats = outputs["mask_features"]
+    c = feats.shape[1]
+    labels, valid = small_targets(targets, feats.shape[-2:])
+    labels, valid = labels.to(feats.device), valid.to(feats.device)
+    usable = valid & (labels != ignore_value)
+    if not usable.any():
+        return feats.sum() * 0.0
+    idx, ok = sample_balanced_pixels(labels, usable, num_samples, generator)
+    f = feats.flatten(2).transpose(1, 2).gather(1, idx[..., None].expand(-1, -1, c))
+    return pixel_contrastive_loss(f, labels.gather(1, idx), ok, temperature)
