@@ -10,7 +10,9 @@ Per seed s: ``simformer train-matcher`` (episodes over the fold's base classes o
 set, seed s), then ``simformer fewshot`` on toyscenes_val with seed s for every shot count and
 every method (prototype, mm-match, mm-former with seed s's matcher, gfsam, oracle), then the GF-SAM
 ablation at 1 shot (no gating, positive gating only, overshooting gating only, MAX_POINTS 16).
-Each step is skipped when its output exists, so an interrupted run continues. Writes
+With ``--label`` (e.g. for a proposal model that did see the fold, as a reference) the label is
+appended to the split column, so the two tables can be concatenated. Each step is skipped when
+its output exists, so an interrupted run continues. Writes
 OUT/results.csv (method, split = fold:shots, seed, novel_miou = the fold's mIoU, fbiou).
 """
 from __future__ import annotations
@@ -60,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--train-episodes", type=int, default=1000)
+    p.add_argument("--label", default="", help="appended to the split column, e.g. 'proposals saw the fold'")
+    p.add_argument("--no-ablation", action="store_true", help="skip the GF-SAM ablation runs")
     args = p.parse_args(argv)
 
     frames = []
@@ -74,12 +78,14 @@ def main(argv=None) -> int:
         for shots in args.shots:
             out = os.path.join(args.out, f"{shots}shot_seed{seed}")
             frames.append(fewshot(args.run, args.fold, out, seed, shots, args.episodes, METHODS, weights))
-        for label, opts in GFSAM_ABLATION.items():
+        for label, opts in ({} if args.no_ablation else GFSAM_ABLATION).items():
             slug = label.replace(" ", "_").replace("(", "").replace(")", "")
             out = os.path.join(args.out, f"1shot_seed{seed}_{slug}")
             df = fewshot(args.run, args.fold, out, seed, 1, args.episodes, ["gfsam"], opts)
             frames.append(df.assign(method=label))
     results = pd.concat(frames, ignore_index=True)
+    if args.label:
+        results["split"] = results["split"] + f" ({args.label})"
     path = os.path.join(args.out, "results.csv")
     results.to_csv(path + ".tmp", index=False)
     os.replace(path + ".tmp", path)
