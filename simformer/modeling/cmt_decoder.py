@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .transformer_decoder import MLP, DecoderLayer, TransformerPredictor, register_predictor
+from .transformer_decoder import MLP, DecoderLayer, TransformerPredictor, padding_mask_at, register_predictor
 
 __all__ = ["coord_grid", "coord_conv", "interpolation_matrix", "assignment_affinity", "cluster_assignment",
            "cluster_update", "pixel_update", "CMTDecoderLayer", "CMTDecoder", "CMTPredictor", "build_cmt_predictor"]
@@ -292,12 +292,7 @@ class CMTPredictor(TransformerPredictor):
             raise ValueError(f"CMTPredictor: the clustered map must be [B={b}, {self.in_channels}, h, w], got "
                              f"{tuple(pixels.shape)} (MODEL.MASK_FORMER.CMT.PIXEL_STRIDE {self.pixel_stride}).")
         h, w = pixels.shape[-2:]
-        if mask is not None:
-            if mask.dim() != 3 or mask.shape[0] != b:
-                raise ValueError(f"CMTPredictor: mask must be [B,h,w] bool, got {tuple(mask.shape)}.")
-            if mask.shape[-2:] != (h, w):
-                mask = F.interpolate(mask[None].float(), size=(h, w), mode="nearest")[0] > 0.5
-            mask = mask.bool()
+        mask = padding_mask_at(mask, b, (h, w), "CMTPredictor")
 
         src = self.input_proj(pixels)
         pos = self.pe_layer(src, mask).flatten(2).transpose(1, 2)  # [B,N,D]

@@ -169,12 +169,7 @@ class TransformerPredictor(nn.Module):
                 f"TransformerPredictor: mask_features must be [B={b}, mask_dim={self.mask_dim}, H, W], "
                 f"got {tuple(mask_features.shape)}."
             )
-        if mask is not None:
-            if mask.dim() != 3 or mask.shape[0] != b:
-                raise ValueError(f"TransformerPredictor: mask must be [B,h,w] bool, got {tuple(mask.shape)}.")
-            if mask.shape[-2:] != (h, w):
-                mask = F.interpolate(mask[None].float(), size=(h, w), mode="nearest")[0] > 0.5
-            mask = mask.bool()
+        mask = padding_mask_at(mask, b, (h, w), "TransformerPredictor")
 
         src = self.input_proj(x)
         pos = self.pe_layer(src, mask).flatten(2).transpose(1, 2)  # [B,hw,D]
@@ -194,6 +189,18 @@ class TransformerPredictor(nn.Module):
                 {"pred_logits": a, "pred_masks": m} for a, m in zip(logits[:-1], masks[:-1])
             ]
         return out
+
+
+def padding_mask_at(mask: Optional[torch.Tensor], b: int, hw, who: str) -> Optional[torch.Tensor]:
+    """Padding mask bool [B,h,w] (True = padding) resized (nearest) to the attended map ``hw``;
+    None stays None. ValueError naming ``who`` for a mask that is not [B,*,*]."""
+    if mask is None:
+        return None
+    if mask.dim() != 3 or mask.shape[0] != b:
+        raise ValueError(f"{who}: mask must be [B,h,w] bool, got {tuple(mask.shape)}.")
+    if tuple(mask.shape[-2:]) != tuple(hw):
+        mask = F.interpolate(mask[None].float(), size=tuple(hw), mode="nearest")[0] > 0.5
+    return mask.bool()
 
 
 # MODEL.MASK_FORMER.DECODER name -> builder ``fn(cfg, in_channels, num_classes) -> nn.Module`` whose
