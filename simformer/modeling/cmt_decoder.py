@@ -294,12 +294,7 @@ class CMTPredictor(TransformerPredictor):
         h, w = pixels.shape[-2:]
         mask = padding_mask_at(mask, b, (h, w), "CMTPredictor")
 
-        src = self.input_proj(pixels)
-        pos = self.pe_layer(src, mask).flatten(2).transpose(1, 2)  # [B,N,D]
-        memory = src.flatten(2).transpose(1, 2)
-        query_pos = self.query_embed.weight[None].expand(b, -1, -1)
-        tgt = torch.zeros_like(query_pos)
-        key_mask = mask.flatten(1) if mask is not None else None
+        tgt, memory, query_pos, pos, key_mask = self.decoder_inputs(pixels, mask)  # memory, pos [B,N,D]
         dec = self.decoder(tgt, memory, query_pos=query_pos, pos=pos, grid_hw=(h, w), memory_key_padding_mask=key_mask)
 
         hs = dec["hs"]  # [L,B,Q,D]

@@ -149,6 +149,17 @@ class TransformerPredictor(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(in_dim=hidden_dim, hidden_dim=hidden_dim, out_dim=mask_dim, num_layers=3)
 
+    def decoder_inputs(self, x: torch.Tensor, mask: Optional[torch.Tensor]):
+        """The attended map x [B,C,h,w] (padding mask [B,h,w] or None) -> the decoder's inputs:
+        tgt and query_pos [B,Q,D] (zeros; the learned query embeddings), memory and pos [B,hw,D]
+        (projected features; sine positions), key_mask [B,hw] or None."""
+        src = self.input_proj(x)
+        pos = self.pe_layer(src, mask).flatten(2).transpose(1, 2)
+        memory = src.flatten(2).transpose(1, 2)
+        query_pos = self.query_embed.weight[None].expand(x.shape[0], -1, -1)
+        key_mask = mask.flatten(1) if mask is not None else None
+        return torch.zeros_like(query_pos), memory, query_pos, pos, key_mask
+
     def forward(
         self,
         x: torch.Tensor,
@@ -170,13 +181,7 @@ class TransformerPredictor(nn.Module):
                 f"got {tuple(mask_features.shape)}."
             )
         mask = padding_mask_at(mask, b, (h, w), "TransformerPredictor")
-
-        src = self.input_proj(x)
-        pos = self.pe_layer(src, mask).flatten(2).transpose(1, 2)  # [B,hw,D]
-        memory = src.flatten(2).transpose(1, 2)
-        query_pos = self.query_embed.weight[None].expand(b, -1, -1)
-        tgt = torch.zeros_like(query_pos)
-        key_mask = mask.flatten(1) if mask is not None else None
+        tgt, memory, query_pos, pos, key_mask = self.decoder_inputs(x, mask)
         hs = self.decoder(tgt, memory, query_pos=query_pos, pos=pos, memory_key_padding_mask=key_mask)  # [L,B,Q,D]
 
         if not self.deep_supervision:
