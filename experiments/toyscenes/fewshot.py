@@ -24,6 +24,8 @@ import sys
 
 import pandas as pd
 
+from simformer.utils.io import atomic_path
+
 METHODS = ["prototype", "mm-match", "mm-former", "gfsam", "oracle"]
 # ToyScenes matcher budget: the paper's 20000 iterations at lr 1e-4 are for COCO; 3000 at 1e-3
 # fit the 18 base classes' episodes here (docs/mm_former.md).
@@ -87,8 +89,8 @@ def main(argv=None) -> int:
     if args.label:
         results["split"] = results["split"] + f" ({args.label})"
     path = os.path.join(args.out, "results.csv")
-    results.to_csv(path + ".tmp", index=False)
-    os.replace(path + ".tmp", path)
+    with atomic_path(path) as tmp:
+        results.to_csv(tmp, index=False)
     print(f"wrote {path} ({len(results)} rows)")
     return 0
 
