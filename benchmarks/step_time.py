@@ -92,18 +92,25 @@ class PartTimer:
         return timed
 
 
-# criterion methods timed inside the criterion call (summed over the final and auxiliary layers)
-CRITERION_PARTS = (("matching", None), ("loss_ce", "loss_labels"), ("loss_mask+dice", "loss_masks"),
-                   ("loss_complementary", "loss_complementary"), ("loss_sim", "loss_sim"),
-                   ("loss_distill", "loss_distill"))
+# criterion terms timed inside the criterion call (summed over the final and auxiliary layers):
+# (part, name of the term in WeakShotCriterion.get_loss)
+CRITERION_PARTS = (("matching", None), ("loss_ce", "labels"), ("loss_mask+dice", "masks"),
+                   ("loss_complementary", "complementary"), ("loss_sim", "sim"), ("loss_distill", "distill"))
 
 
 def instrument(model, timer: PartTimer) -> None:
-    """Time the matcher and the loss-term methods through instance attributes on the live modules."""
+    """Time the matcher and the loss terms through instance attributes on the live modules."""
     crit = model.criterion
     crit.matcher.forward = timer.wrap("matching", crit.matcher.forward)
-    for part, method in CRITERION_PARTS[1:]:
-        setattr(crit, method, timer.wrap(part, getattr(crit, method)))
+    parts = {term: part for part, term in CRITERION_PARTS[1:]}
+    get_loss = crit.get_loss
+
+    def timed_get_loss(loss: str, *args, **kwargs):
+        if loss not in parts:
+            return get_loss(loss, *args, **kwargs)
+        with timer.part(parts[loss]):
+            return get_loss(loss, *args, **kwargs)
+    crit.get_loss = timed_get_loss
 
 
 def breakdown_step(cfg, model, optimizer, scheduler, batch, timer: PartTimer, amp: bool = False) -> None:

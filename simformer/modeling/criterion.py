@@ -1,8 +1,9 @@
 """The weak-shot training criterion of SimFormer (docs/method.md sections 2-6).
 
-Each term is a small method looked up by name in ``WeakShotCriterion.loss_map`` (MaskFormer's
-``SetCriterion.get_loss``); the per-mask loss functions are in ``losses.py`` and the pair terms
-(SimNet, distillation) in ``pair_losses.py`` beside SimNet's point sampling.
+Each term is looked up by name in ``WeakShotCriterion.get_loss`` (MaskFormer's
+``SetCriterion.get_loss``); the mask and complementary terms are in ``mask_terms.py`` (their loss
+functions in ``losses.py``), the pair terms (SimNet, distillation) in ``pair_losses.py``, the CMT
+terms in ``cmt_losses.py``.
 
 Terms returned by ``WeakShotCriterion.forward`` (unweighted; ``weight_dict`` holds the weights):
 
@@ -31,8 +32,7 @@ connected to the parameters it normally trains (DDP without ``find_unused_parame
 """
 from __future__ import annotations
 
-import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -43,14 +43,11 @@ from simformer.config.checks import check_cfg
 from simformer.utils.comm import get_world_size
 
 from .matcher import HungarianMatcher
-from .point_sampling import (
-    calculate_uncertainty,
-    get_uncertain_point_coords_with_randomness,
-    point_sample,
-)
-from . import cmt_losses, pair_losses
+from .point_sampling import PointSampler
+from . import cmt_losses, mask_terms, pair_losses
 from .cross_reference import cooccurrence_loss, partner_index
-from .losses import LossWeights, dice_loss, sigmoid_focal_loss
+from .losses import LossWeights
+from .mask_terms import flat_indices, has_mask
 from .simnet import SimNet
 
 __all__ = ["WeakShotCriterion", "build_criterion"]
@@ -71,8 +68,8 @@ class WeakShotCriterion(nn.Module):
             from one shared base class.
         distill, distill_weight: L_dist and alpha.
         cooccurrence, cooc_weight: CRCNet's co-occurrence loss and lambda.
-        point_loss, train_num_points, oversample_ratio, importance_sample_ratio: importance-sampled
-            point losses instead of full-resolution ones.
+        point_sampler: where the mask terms read masks (default: full resolution; or
+            importance-sampled points).
         num_aux_layers: auxiliary layers listed explicitly in ``weight_dict`` (more still work).
         approx_weight: weight of the CMT mask approximation loss (0 = off; needs ``pred_refs``).
         contrast_weight, contrast_samples, contrast_temperature: the CMT pixel-wise contrastive
@@ -104,10 +101,7 @@ class WeakShotCriterion(nn.Module):
         distill_clamp: float = 0.01,
         cooccurrence: bool = False,
         cooc_weight: float = 0.1,
-        point_loss: bool = False,
-        train_num_points: int = 12544,
-        oversample_ratio: float = 3.0,
-        importance_sample_ratio: float = 0.75,
+        point_sampler: Optional[PointSampler] = None,
         num_aux_layers: int = 5,
         ignore_value: int = 255,
         approx_weight: float = 0.0,
@@ -148,10 +142,7 @@ class WeakShotCriterion(nn.Module):
             raise ValueError(f"WEAKSHOT.DISTILL.CLAMP must be in (0, 0.5), got {distill_clamp}")
         self.distill_clamp = distill_clamp
         self.cooccurrence = bool(cooccurrence)
-        self.point_loss = point_loss
-        self.train_num_points = train_num_points
-        self.oversample_ratio = oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
+        self.point_sampler = point_sampler or PointSampler()
         self.ignore_value = ignore_value
         if approx_weight < 0 or contrast_weight < 0:
             raise ValueError("MODEL.MASK_FORMER.CMT.APPROX_WEIGHT / CONTRAST_WEIGHT must be >= 0, got "
@@ -192,43 +183,18 @@ class WeakShotCriterion(nn.Module):
         self.weight_dict = weights
 
     # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _flat_indices(indices, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(batch_idx, query_idx, target_idx) of all matches, concatenated over images."""
-        b = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(device)
-        q = torch.cat([q for q, _ in indices]).to(device)
-        t = torch.cat([t for _, t in indices]).to(device)
-        return b, q, t
-
-    @staticmethod
-    def _has_mask(t: dict) -> torch.Tensor:
-        hm = t.get("has_mask")
-        if hm is None:
-            return torch.ones(t["labels"].shape[0], dtype=torch.bool, device=t["labels"].device)
-        return hm.bool()
-
     def _num_masks(self, targets: Sequence[dict], device) -> float:
-        n = sum(int(self._has_mask(t).sum()) for t in targets)
+        n = sum(int(has_mask(t).sum()) for t in targets)
         num = torch.tensor([float(n)], device=device)
         if get_world_size() > 1:
             dist.all_reduce(num)
         return max(num.item() / get_world_size(), 1.0)
 
-    def _sample_coords(self, coarse_logits: torch.Tensor) -> torch.Tensor:
-        """Point coordinates ``[M, train_num_points, 2]`` for the point losses (importance sampled)."""
-        return get_uncertain_point_coords_with_randomness(
-            coarse_logits,
-            calculate_uncertainty,
-            self.train_num_points,
-            self.oversample_ratio,
-            self.importance_sample_ratio,
-        )
-
     # ------------------------------------------------------------------ per-layer terms
     def loss_labels(self, outputs, targets, indices) -> torch.Tensor:
         logits = outputs["pred_logits"].float()  # [B, Q, K+1]
         B, Q, _ = logits.shape
-        b, q, t = self._flat_indices(indices, logits.device)
+        b, q, _ = flat_indices(indices, logits.device)
         labels = torch.cat([tg["labels"][ti.to(tg["labels"].device)] for tg, (_, ti) in zip(targets, indices)])
         target_classes = torch.full((B, Q), self.num_classes, dtype=torch.long, device=logits.device)
         target_classes[b, q] = labels.to(logits.device)
@@ -244,90 +210,6 @@ class WeakShotCriterion(nn.Module):
             total = total / get_world_size()
         return losses.sum() / total.clamp(min=1e-6)
 
-    def loss_masks(self, outputs, targets, indices, num_masks: float) -> Dict[str, torch.Tensor]:
-        pred = outputs["pred_masks"]
-        device = pred.device
-        src, tgt = [], []
-        for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
-            keep = self._has_mask(tg)[ti.to(tg["labels"].device)].to(qi.device)
-            # queries matched to mask-less (novel) targets never enter: exactly zero gradient
-            src.append(pred[b, qi[keep].to(device)])
-            tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
-        src = torch.cat(src).float()  # [M, h, w]
-        if src.shape[0] == 0:
-            zero = pred.sum() * 0.0
-            return {"loss_mask": zero, "loss_dice": zero.clone()}
-        tgt = torch.cat(tgt).to(device).float()  # [M, H, W]
-        if self.point_loss:
-            with torch.no_grad():
-                coords = self._sample_coords(src[:, None])
-                tgt_pts = point_sample(tgt[:, None], coords, mode="nearest")[:, 0]
-            src_pts = point_sample(src[:, None], coords)[:, 0]
-        else:
-            src_pts = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
-            src_pts, tgt_pts = src_pts[:, 0].flatten(1), tgt.flatten(1)
-        return {
-            "loss_mask": sigmoid_focal_loss(src_pts, tgt_pts).sum() / num_masks,
-            "loss_dice": dice_loss(src_pts, tgt_pts).sum() / num_masks,
-        }
-
-    def loss_complementary(self, outputs, targets, indices) -> Dict[str, torch.Tensor]:
-        """L_comp on images with >= 1 matched mask-less target; mean over those images."""
-        pred = outputs["pred_masks"]
-        device = pred.device
-        b, q, _ = self._flat_indices(indices, device)
-        novel = torch.cat([~self._has_mask(tg)[ti.to(tg["labels"].device)] for tg, (_, ti) in zip(targets, indices)])
-        novel = novel.to(device)
-        if not novel.any():
-            zero = pred.sum() * 0.0
-            return {"loss_comp_mask": zero, "loss_comp_dice": zero.clone()}
-        b, q = b[novel], q[novel]
-        imgs = torch.unique(b)  # sorted images with a novel-matched query
-        slot_img = torch.searchsorted(imgs, b)  # row of each query's image among `imgs`
-        # slot of each query within its image (for a padded [n_img, max_q, ...] layout)
-        order = torch.arange(b.numel(), device=device)
-        first = torch.zeros(imgs.numel(), dtype=torch.long, device=device).scatter_reduce(
-            0, slot_img, order, reduce="amin", include_self=False
-        )
-        slot_q = order - first[slot_img]
-        n_img, max_q = imgs.numel(), int(slot_q.max()) + 1
-        # max_q sigmoid(x_q) v gamma == sigmoid(max_q x_q v logit(gamma)): work with logits (stable BCE)
-        floor = math.log(self.ignore_prob / (1 - self.ignore_prob))
-
-        H, W = targets[0]["masks"].shape[-2:]
-        with torch.no_grad():
-            comp_t, valid = [], []
-            for i in imgs.tolist():
-                tg = targets[i]
-                m = tg["masks"][self._has_mask(tg)].to(device).float()
-                union = m.amax(0) if m.shape[0] else torch.zeros(H, W, device=device)
-                comp_t.append(1.0 - union)
-                valid.append(tg["valid"].to(device).float())
-            comp_t = torch.stack(comp_t)  # [n_img, H, W]
-            valid = torch.stack(valid)
-
-        src = pred[b, q].float()  # [M, h, w]
-        if self.point_loss:
-            with torch.no_grad():
-                coarse = torch.full((n_img, max_q) + src.shape[-2:], floor, device=device)
-                coarse[slot_img, slot_q] = src
-                coarse = coarse.amax(1, keepdim=True).clamp(min=floor)
-                coords = self._sample_coords(coarse)  # [n_img, P, 2]
-                tgt_pts = point_sample(comp_t[:, None], coords, mode="nearest")[:, 0]
-                w_pts = point_sample(valid[:, None], coords, mode="nearest")[:, 0]
-            vals = point_sample(src[:, None], coords[slot_img])[:, 0]  # [M, P]
-        else:
-            vals = F.interpolate(src[:, None], size=(H, W), mode="bilinear", align_corners=False)
-            vals = vals[:, 0].flatten(1)  # [M, H*W]
-            tgt_pts, w_pts = comp_t.flatten(1), valid.flatten(1)
-        padded = torch.full((n_img, max_q, vals.shape[1]), floor, device=device, dtype=vals.dtype)
-        padded = padded.index_put((slot_img, slot_q), vals)
-        logit = padded.max(1).values.clamp(min=floor)  # [n_img, N]
-        return {
-            "loss_comp_mask": sigmoid_focal_loss(logit, tgt_pts, w_pts).mean(),
-            "loss_comp_dice": dice_loss(logit, tgt_pts, w_pts).mean(),
-        }
-
     # ------------------------------------------------------------------ the term table
     def get_loss(self, loss: str, outputs, targets, indices=None, num_masks: float = 1.0,
                  pairs: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -336,8 +218,10 @@ class WeakShotCriterion(nn.Module):
         features) -> its dict of loss tensors."""
         loss_map = {
             "labels": lambda: {"loss_ce": self.loss_labels(outputs, targets, indices)},
-            "masks": lambda: self.loss_masks(outputs, targets, indices, num_masks),
-            "complementary": lambda: self.loss_complementary(outputs, targets, indices),
+            "masks": lambda: mask_terms.loss_masks(outputs["pred_masks"], targets, indices, num_masks,
+                                                   self.point_sampler),
+            "complementary": lambda: mask_terms.loss_complementary(
+                outputs["pred_masks"], targets, indices, ignore_prob=self.ignore_prob, sampler=self.point_sampler),
             "sim": lambda: {"loss_sim": self.loss_sim(outputs, targets, pairs)},
             "distill": lambda: {"loss_dist": self.loss_distill(outputs, targets, pairs)},
             "cooccurrence": lambda: {"loss_cooc": self.loss_cooccurrence(outputs, targets, pairs)},
@@ -464,10 +348,9 @@ def build_criterion(cfg, num_classes: int, novel_class_ids) -> WeakShotCriterion
         distill_clamp=ws.DISTILL.CLAMP,
         cooccurrence=ws.CROSS_REFERENCE.ENABLED,
         cooc_weight=ws.CROSS_REFERENCE.LOSS_WEIGHT,
-        point_loss=mf.POINT_LOSS,
-        train_num_points=mf.TRAIN_NUM_POINTS,
-        oversample_ratio=mf.OVERSAMPLE_RATIO,
-        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        point_sampler=PointSampler(enabled=mf.POINT_LOSS, num_points=mf.TRAIN_NUM_POINTS,
+                                   oversample_ratio=mf.OVERSAMPLE_RATIO,
+                                   importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO),
         num_aux_layers=max(mf.DEC_LAYERS - 1, 0),
         ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         # the CMT decoder's terms (docs/cmt.md); read only with that decoder

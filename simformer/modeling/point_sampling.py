@@ -3,9 +3,11 @@
 * ``sample_points``: draw pixel indices from per-row weights (multinomial, with replacement).
 * ``point_sample``: bilinear read-out of a map at continuous coordinates (``grid_sample``).
 * ``get_uncertain_point_coords_with_randomness``: Mask2Former-style importance sampling.
+* ``PointSampler``: the mask losses' choice between full resolution and sampled points.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -17,6 +19,7 @@ __all__ = [
     "calculate_uncertainty",
     "get_uncertain_point_coords_with_randomness",
     "dense_grid_coords",
+    "PointSampler",
 ]
 
 
@@ -125,3 +128,24 @@ def get_uncertain_point_coords_with_randomness(
         rand = torch.rand(n, num_random, 2, device=device, generator=generator)
         picked = torch.cat([picked, rand], dim=1)
     return picked
+
+
+@dataclass(frozen=True)
+class PointSampler:
+    """Where the mask losses read their predictions and targets (``MODEL.MASK_FORMER.POINT_LOSS``).
+
+    Disabled (the default): every pixel of the target resolution. Enabled: ``num_points``
+    importance-sampled points per mask (Mask2Former's ``TRAIN_NUM_POINTS``, ``OVERSAMPLE_RATIO``,
+    ``IMPORTANCE_SAMPLE_RATIO``).
+    """
+
+    enabled: bool = False
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+
+    def coords(self, coarse_logits: torch.Tensor) -> torch.Tensor:
+        """``[M, 1, h, w]`` coarse logits -> ``[M, num_points, 2]`` point coordinates in [0, 1]."""
+        return get_uncertain_point_coords_with_randomness(
+            coarse_logits, calculate_uncertainty, self.num_points, self.oversample_ratio,
+            self.importance_sample_ratio)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from simformer.config import get_cfg
 from simformer.modeling.criterion import WeakShotCriterion, build_criterion
 from simformer.modeling.matcher import HungarianMatcher
-from simformer.modeling.point_sampling import dense_grid_coords
+from simformer.modeling.point_sampling import PointSampler, dense_grid_coords
 from simformer.modeling.simnet import SimNet
 
 torch.set_num_threads(1)
@@ -402,12 +402,22 @@ def _point_case():
     return pred, targets, matcher, (H, W)
 
 
+class DenseGrid(PointSampler):
+    """Points at every pixel centre of an H x W target: the point losses must equal the full ones."""
+
+    def __init__(self, height: int, width: int):
+        super().__init__(enabled=True)
+        object.__setattr__(self, "size", (height, width))
+
+    def coords(self, coarse_logits):
+        return dense_grid_coords(*self.size, coarse_logits.shape[0])
+
+
 def test_point_loss_on_dense_grid_equals_full_resolution():
     pred, targets, matcher, (H, W) = _point_case()
     outputs = {"pred_logits": torch.zeros(2, 4, 5), "pred_masks": pred}
     full = _crit(matcher)(outputs, targets)
-    crit = _crit(matcher, point_loss=True)
-    crit._sample_coords = lambda coarse: dense_grid_coords(H, W, coarse.shape[0])
+    crit = _crit(matcher, point_sampler=DenseGrid(H, W))
     pts = crit(outputs, targets)
     for k in ("loss_mask", "loss_dice", "loss_comp_mask", "loss_comp_dice"):
         assert math.isclose(float(pts[k]), float(full[k]), rel_tol=1e-5), k
@@ -418,11 +428,12 @@ def test_point_loss_random_points_approximate_full_resolution():
     pred, targets, matcher, _ = _point_case()
     outputs = {"pred_logits": torch.zeros(2, 4, 5), "pred_masks": pred}
     full = _crit(matcher)(outputs, targets)
-    crit = _crit(matcher, point_loss=True, train_num_points=20000, oversample_ratio=1.0, importance_sample_ratio=0.0)
+    crit = _crit(matcher, point_sampler=PointSampler(enabled=True, num_points=20000, oversample_ratio=1.0,
+                                                     importance_sample_ratio=0.0))
     pts = crit(outputs, targets)
     for k in ("loss_mask", "loss_dice", "loss_comp_mask", "loss_comp_dice"):
         assert math.isclose(float(pts[k]), float(full[k]), rel_tol=0.05), k
     # importance sampling (default ratios) runs and differs from uniform sampling
-    crit_imp = _crit(matcher, point_loss=True, train_num_points=500)
+    crit_imp = _crit(matcher, point_sampler=PointSampler(enabled=True, num_points=500))
     imp = crit_imp(outputs, targets)
     assert all(torch.isfinite(v) for v in imp.values())

@@ -1,0 +1,135 @@
+"""Significance tables and per-seed figures of the model-variants sweep (docs/variants.md):
+
+    python analysis/variants_report.py docs/results/toyscenes_variants --doc docs/variants.md
+
+Reads DIR/results.csv (analysis/collect_runs.py). Every SimFormer variant is compared with
+SimFormer and every FullyOracle variant with FullyOracle (Welch t-test, two-sided, unpaired,
+ddof 1; Holm over the variants of one family and metric). Writes DIR/tables.md (the full
+``simformer stats`` tables), DIR/points_<metric>.png (methods on the x axis, every seed a dot, n
+under each bar) and, with --doc, the generated block "variants-tests": one row per variant with
+the differences, p-values and the novel mIoU relative to FullyOracle with the same decoder.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import warnings
+
+import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from markdown_blocks import replace_block  # noqa: E402
+
+from simformer.stats import StatsWarning, compare, format_markdown, holm
+from simformer.sweeps.plots import plot_bars, save_figure
+from simformer.utils.io import atomic_write_text
+
+FAMILIES = ("SimFormer", "FullyOracle")  # baseline of every method whose name starts with it
+METRICS = (("novel_miou", "novel"), ("base_miou", "base"), ("miou", "all"), ("hm", "HM"))
+TEST = "Welch t-test, two-sided, unpaired, ddof 1; Holm over the variants of a family"
+
+
+def family(method: str) -> str:
+    for base in FAMILIES:
+        if method == base or method.startswith(base + "+") or method.startswith(base + "-"):
+            return base
+    return ""
+
+
+def oracle_of(method: str) -> str:
+    """FullyOracle with the same decoder: 'SimFormer+CMT+CrossRef' -> 'FullyOracle+CMT'."""
+    return "FullyOracle+CMT" if "+CMT" in method else "FullyOracle"
+
+
+def _fmt(v: float, nd: int = 1) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+def _p(v: float) -> str:
+    if v is None or math.isnan(v):
+        return "–"
+    return f"{v:.1e}" if v < 1e-3 else f"{v:.3f}"
+
+
+def comparisons(df: pd.DataFrame) -> dict:
+    """{(family, metric): compare() table} for the families present with >= 2 methods."""
+    out = {}
+    for base in FAMILIES:
+        sub = df[df["method"].map(family) == base]
+        if base not in set(sub["method"]) or sub["method"].nunique() < 2:
+            continue
+        for metric, _ in METRICS:
+            table = compare(sub, metric=metric, baseline=base, test="welch")
+            # compare() corrects over splits; here the family is the variants of one baseline
+            variants = (table["method"] != base).to_numpy()
+            table.loc[variants, "p_holm"] = holm(table.loc[variants, "p_value"].to_numpy(float))
+            out[(base, metric)] = table
+    return out
+
+
+def tests_block(df: pd.DataFrame, tables: dict) -> str:
+    lines = ["| method | vs | n | novel mIoU | Δ novel | p novel | all mIoU | Δ all | p all | Δ HM | p HM "
+             "| novel / FullyOracle (same decoder) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    oracle_novel = df.groupby("method")["novel_miou"].mean()
+    for method in pd.unique(df["method"]):
+        base = family(method)
+        if not base or (base, "novel_miou") not in tables:
+            continue
+        row = {}
+        for metric, _ in METRICS:
+            t = tables[(base, metric)]
+            r = t[t["method"] == method].iloc[0]
+            row[metric] = r
+        nov = row["novel_miou"]
+        std = "" if math.isnan(nov["std"]) else f" ± {nov['std']:.1f}"
+        all_r = row["miou"]
+        all_std = "" if math.isnan(all_r["std"]) else f" ± {all_r['std']:.1f}"
+        oracle = oracle_of(method)
+        rel = (f"{100 * nov['mean'] / oracle_novel[oracle]:.0f} % of {oracle}"
+               if base == "SimFormer" and oracle in oracle_novel.index else "")
+        if method == base:
+            lines.append(f"| **{method}** | (baseline) | {nov['n']} | {nov['mean']:.1f}{std} | | | "
+                         f"{all_r['mean']:.1f}{all_std} | | | | | {rel} |")
+            continue
+        lines.append(
+            f"| {method} | {base} | {nov['n']} | {nov['mean']:.1f}{std} | {_fmt(nov['diff'])} | "
+            f"{_p(nov['p_holm'])} | {all_r['mean']:.1f}{all_std} | {_fmt(all_r['diff'])} | "
+            f"{_p(all_r['p_holm'])} | {_fmt(row['hm']['diff'])} | {_p(row['hm']['p_holm'])} | {rel} |")
+    return ("\n".join(lines) + f"\n\nmIoU in percent on ToyScenes val (split1), mean ± std over seeds; Δ = variant "
+            f"mean - baseline mean; p: {TEST} ('–' where a side has n < 2).\n")
+
+
+def build(directory: str, doc: str = "") -> str:
+    df = pd.read_csv(os.path.join(directory, "results.csv"))
+    with warnings.catch_warnings():  # a variant with one seed so far: its p is '–' in the table
+        warnings.simplefilter("ignore", StatsWarning)
+        tables = comparisons(df)
+    parts = []
+    for (base, metric), table in tables.items():
+        text = format_markdown(table).replace("Holm across splits within each method",
+                                              f"Holm over the variants of {base}")
+        parts.append(f"### {metric}: each variant vs {base} ({TEST})\n\n" + text + "\n")
+    for metric, label in METRICS[::2]:  # novel and all
+        result = plot_bars(df, metric=metric, title=f"ToyScenes variants: {label} mIoU (%), one dot per seed")
+        save_figure(result.figure, os.path.join(directory, f"points_{metric}.png"))
+    atomic_write_text(os.path.join(directory, "tables.md"), "\n".join(parts))
+    block = tests_block(df, tables)
+    if doc:
+        replace_block(doc, "variants-tests", block)
+    return block
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", help="folder with results.csv (analysis/collect_runs.py)")
+    p.add_argument("--doc", default="", help="Markdown file whose 'variants-tests' block to rewrite")
+    args = p.parse_args(argv)
+    print(build(args.directory, args.doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The per-layer mask terms of the weak-shot criterion (docs/method.md sections 2 and 5): MaskFormer's
+focal + dice loss on queries matched to targets with a mask, and SimFormer's complementary loss on
+images with a novel (mask-less) target. ``criterion.py`` looks them up by name.
+
+Matches are MaskFormer's ``indices``: one ``(query_idx, target_idx)`` pair of ``int64 [M_b]`` per
+image. Targets are the dicts described in ``WeakShotCriterion.forward``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .losses import dice_loss, sigmoid_focal_loss
+from .point_sampling import PointSampler, point_sample
+
+__all__ = ["flat_indices", "has_mask", "loss_masks", "loss_complementary"]
+
+
+def flat_indices(indices, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(batch_idx, query_idx, target_idx) of all matches, concatenated over images."""
+    b = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(device)
+    q = torch.cat([q for q, _ in indices]).to(device)
+    t = torch.cat([t for _, t in indices]).to(device)
+    return b, q, t
+
+
+def has_mask(target: dict) -> torch.Tensor:
+    """``bool [T]``: which targets carry a mask (all of them when the key is absent)."""
+    hm = target.get("has_mask")
+    if hm is None:
+        return torch.ones(target["labels"].shape[0], dtype=torch.bool, device=target["labels"].device)
+    return hm.bool()
+
+
+def loss_masks(pred_masks: torch.Tensor, targets: Sequence[dict], indices, num_masks: float,
+               sampler: PointSampler) -> Dict[str, torch.Tensor]:
+    """``loss_mask`` (sigmoid focal) and ``loss_dice`` of the queries matched to targets WITH a mask.
+
+    ``pred_masks [B,Q,h,w]`` logits are upsampled to the target resolution (padding counts as
+    background, as in MaskFormer) or read at sampled points; sums are divided by ``num_masks``.
+    Queries matched to mask-less (novel) targets never enter: exactly zero gradient.
+    """
+    device = pred_masks.device
+    src, tgt = [], []
+    for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
+        keep = has_mask(tg)[ti.to(tg["labels"].device)].to(qi.device)
+        src.append(pred_masks[b, qi[keep].to(device)])
+        tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
+    src = torch.cat(src).float()  # [M, h, w]
+    if src.shape[0] == 0:
+        zero = pred_masks.sum() * 0.0
+        return {"loss_mask": zero, "loss_dice": zero.clone()}
+    tgt = torch.cat(tgt).to(device).float()  # [M, H, W]
+    if sampler.enabled:
+        with torch.no_grad():
+            coords = sampler.coords(src[:, None])
+            tgt_pts = point_sample(tgt[:, None], coords, mode="nearest")[:, 0]
+        src_pts = point_sample(src[:, None], coords)[:, 0]
+    else:
+        src_pts = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
+        src_pts, tgt_pts = src_pts[:, 0].flatten(1), tgt.flatten(1)
+    return {
+        "loss_mask": sigmoid_focal_loss(src_pts, tgt_pts).sum() / num_masks,
+        "loss_dice": dice_loss(src_pts, tgt_pts).sum() / num_masks,
+    }
+
+
+def loss_complementary(pred_masks: torch.Tensor, targets: Sequence[dict], indices, *, ignore_prob: float,
+                       sampler: PointSampler) -> Dict[str, torch.Tensor]:
+    """L_comp (paper 3.5) on images with >= 1 matched mask-less target; mean over those images.
+
+    Prediction = pixel-wise max of the novel-matched query masks and the constant ``ignore_prob``
+    (gamma); target = 1 - union of the image's base masks; valid pixels only.
+    """
+    device = pred_masks.device
+    b, q, _ = flat_indices(indices, device)
+    novel = torch.cat([~has_mask(tg)[ti.to(tg["labels"].device)] for tg, (_, ti) in zip(targets, indices)])
+    novel = novel.to(device)
+    if not novel.any():
+        zero = pred_masks.sum() * 0.0
+        return {"loss_comp_mask": zero, "loss_comp_dice": zero.clone()}
+    b, q = b[novel], q[novel]
+    imgs = torch.unique(b)  # sorted images with a novel-matched query
+    slot_img = torch.searchsorted(imgs, b)  # row of each query's image among `imgs`
+    # slot of each query within its image (for a padded [n_img, max_q, ...] layout)
+    order = torch.arange(b.numel(), device=device)
+    first = torch.zeros(imgs.numel(), dtype=torch.long, device=device).scatter_reduce(
+        0, slot_img, order, reduce="amin", include_self=False
+    )
+    slot_q = order - first[slot_img]
+    n_img, max_q = imgs.numel(), int(slot_q.max()) + 1
+    # max_q sigmoid(x_q) v gamma == sigmoid(max_q x_q v logit(gamma)): work with logits (stable BCE)
+    floor = math.log(ignore_prob / (1 - ignore_prob))
+
+    H, W = targets[0]["masks"].shape[-2:]
+    with torch.no_grad():
+        comp_t, valid = [], []
+        for i in imgs.tolist():
+            tg = targets[i]
+            m = tg["masks"][has_mask(tg)].to(device).float()
+            union = m.amax(0) if m.shape[0] else torch.zeros(H, W, device=device)
+            comp_t.append(1.0 - union)
+            valid.append(tg["valid"].to(device).float())
+        comp_t = torch.stack(comp_t)  # [n_img, H, W]
+        valid = torch.stack(valid)
+
+    src = pred_masks[b, q].float()  # [M, h, w]
+    if sampler.enabled:
+        with torch.no_grad():
+            coarse = torch.full((n_img, max_q) + src.shape[-2:], floor, device=device)
+            coarse[slot_img, slot_q] = src
+            coarse = coarse.amax(1, keepdim=True).clamp(min=floor)
+            coords = sampler.coords(coarse)  # [n_img, P, 2]
+            tgt_pts = point_sample(comp_t[:, None], coords, mode="nearest")[:, 0]
+            w_pts = point_sample(valid[:, None], coords, mode="nearest")[:, 0]
+        vals = point_sample(src[:, None], coords[slot_img])[:, 0]  # [M, P]
+    else:
+        vals = F.interpolate(src[:, None], size=(H, W), mode="bilinear", align_corners=False)
+        vals = vals[:, 0].flatten(1)  # [M, H*W]
+        tgt_pts, w_pts = comp_t.flatten(1), valid.flatten(1)
+    padded = torch.full((n_img, max_q, vals.shape[1]), floor, device=device, dtype=vals.dtype)
+    padded = padded.index_put((slot_img, slot_q), vals)
+    logit = padded.max(1).values.clamp(min=floor)  # [n_img, N]
+    return {
+        "loss_comp_mask": sigmoid_focal_loss(logit, tgt_pts, w_pts).mean(),
+        "loss_comp_dice": dice_loss(logit, tgt_pts, w_pts).mean(),
+    }

@@ -1,0 +1,70 @@
+"""analysis/variants_report.py: families, the same-decoder oracle, and the p-values of the generated
+block against scipy's Welch test with a hand-applied Holm correction."""
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+sys.path.insert(0, os.path.join(ROOT, "analysis"))
+
+import variants_report  # noqa: E402
+
+
+def fmt_p(p: float) -> str:
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def test_family_and_oracle():
+    assert variants_report.family("SimFormer") == "SimFormer"
+    assert variants_report.family("SimFormer+CMT+CrossRef") == "SimFormer"
+    assert variants_report.family("SimFormer-res3") == "SimFormer"
+    assert variants_report.family("FullyOracle+CMT") == "FullyOracle"
+    assert variants_report.family("SimFormerX") == ""
+    assert variants_report.oracle_of("SimFormer+CMT+CrossRef") == "FullyOracle+CMT"
+    assert variants_report.oracle_of("SimFormer+CrossRef") == "FullyOracle"
+
+
+def test_block_matches_scipy_welch_with_holm(tmp_path):
+    values = {
+        "SimFormer": [40.0, 43.0, 45.0],
+        "SimFormer+CMT": [66.0, 64.0, 69.0, 65.0],
+        "SimFormer+CrossRef": [44.0, 41.0, 47.0],
+        "SimFormer+Single": [50.0],  # one seed: no test
+        "FullyOracle": [50.0, 55.0, 53.0],
+        "FullyOracle+CMT": [80.0, 78.0, 77.0],
+    }
+    rows = [dict(run=f"{m}/split1/seed{i}", method=m, split="split1", seed=i, novel_miou=v, base_miou=v + 1,
+                 miou=v + 2, hm=v + 3) for m, vs in values.items() for i, v in enumerate(vs, 1)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- generated:variants-tests -->\nold\n<!-- /generated:variants-tests -->\nend\n")
+    block = variants_report.build(str(tmp_path), str(doc))
+
+    base = values["SimFormer"]
+    raw = [stats.ttest_ind(values[m], base, equal_var=False).pvalue for m in ("SimFormer+CMT", "SimFormer+CrossRef")]
+    order = np.argsort(raw)  # Holm over the two testable variants of the family
+    holm = np.empty(2)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (2 - rank) * raw[i]))
+        holm[i] = running
+    line = {r.split("|")[1].strip(" *"): r for r in block.splitlines() if r.startswith("|")}
+    cmt = [c.strip() for c in line["SimFormer+CMT"].split("|")]
+    assert cmt[2] == "SimFormer" and cmt[3] == "4"
+    assert float(cmt[5]) == round(np.mean(values["SimFormer+CMT"]) - np.mean(base), 1)
+    assert cmt[6] == fmt_p(holm[0])
+    crossref = [c.strip() for c in line["SimFormer+CrossRef"].split("|")]
+    assert crossref[6] == fmt_p(holm[1])
+    single = [c.strip() for c in line["SimFormer+Single"].split("|")]
+    assert single[6] == "–"
+    # novel relative to FullyOracle with the same decoder
+    assert cmt[-2] == f"{100 * np.mean(values['SimFormer+CMT']) / np.mean(values['FullyOracle+CMT']):.0f} % of FullyOracle+CMT"
+    fo = [c.strip() for c in line["FullyOracle+CMT"].split("|")]
+    p_fo = stats.ttest_ind(values["FullyOracle+CMT"], values["FullyOracle"], equal_var=False).pvalue
+    assert fo[6] == fmt_p(p_fo)
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
+    assert (tmp_path / "points_novel_miou.png").stat().st_size > 0
