@@ -1,0 +1,93 @@
+"""Pseudo-label quality with and without GF-SAM refinement (docs/gfsam.md), from committed files:
+
+    python analysis/refine_report.py docs/results/refine --doc docs/gfsam.md
+
+Reads DIR/<run>/pseudo_labels.json, as `simformer pseudo-label --refine gfsam` writes it (both
+qualities of the same labels: "quality_unrefined" before, "quality" after refinement); <run> is
+METHOD_seedN. Writes DIR/refine.csv (one row per run) and, with --doc, the generated block
+"refine-table": per method, novel / all mIoU of the pseudo labels before and after (mean ± std
+over seeds) and the paired t-test (two-sided, pairs = the same model's labels) on the novel
+difference.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import sys
+
+import pandas as pd
+from scipy import stats
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from markdown_blocks import replace_block  # noqa: E402
+
+from simformer.utils.io import atomic_write_text
+
+RUN = re.compile(r"^(?P<method>.+)_seed(?P<seed>\d+)$")
+
+
+def load(directory: str) -> pd.DataFrame:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(directory, "*", "pseudo_labels.json"))):
+        run = os.path.basename(os.path.dirname(path))
+        m = RUN.match(run)
+        if not m:
+            raise ValueError(f"{path}: folder name '{run}' is not METHOD_seedN")
+        with open(path) as f:
+            rep = json.load(f)
+        if "quality_unrefined" not in rep:
+            raise ValueError(f"{path}: no 'quality_unrefined'; write it with `simformer pseudo-label --refine gfsam`")
+        before, after = rep["quality_unrefined"], rep["quality"]
+        rows.append(dict(run=run, method=m["method"], seed=int(m["seed"]),
+                         novel_before=before["novel_miou"], novel_after=after["novel_miou"],
+                         all_before=before["miou"], all_after=after["miou"],
+                         labelled_before=rep["labelled_pixel_share_unrefined"],
+                         labelled_after=rep["labelled_pixel_share"]))
+    if not rows:
+        raise FileNotFoundError(f"no */pseudo_labels.json under {directory}")
+    return pd.DataFrame(rows).sort_values(["method", "seed"]).reset_index(drop=True)
+
+
+def _ms(v: pd.Series) -> str:
+    return f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
+
+
+def table(df: pd.DataFrame) -> str:
+    lines = ["| model | n | novel before | novel after | Δ novel | p (paired t, two-sided) | all before | all after "
+             "| labelled px before → after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for method, g in df.groupby("method", sort=False):
+        diff = g["novel_after"] - g["novel_before"]
+        p = stats.ttest_rel(g["novel_after"], g["novel_before"]).pvalue if len(g) > 1 else float("nan")
+        p_txt = "–" if p != p else f"{p:.3f}"
+        lines.append(f"| {method} | {len(g)} | {_ms(g['novel_before'])} | {_ms(g['novel_after'])} | {_ms(diff)} | "
+                     f"{p_txt} | {_ms(g['all_before'])} | {_ms(g['all_after'])} | "
+                     f"{g['labelled_before'].mean():.1f} % → {g['labelled_after'].mean():.1f} % |")
+    return ("\n".join(lines) + "\n\nmIoU (%) of the mixed pseudo labels of the ToyScenes training images against their "
+            "full GT (base pixels are GT, so base mIoU is 100); mean ± std over seeds (ddof 1); Δ = after - before "
+            "per seed.\n")
+
+
+def build(directory: str, doc: str = "") -> str:
+    df = load(directory)
+    atomic_write_text(os.path.join(directory, "refine.csv"), df.to_csv(index=False))
+    text = table(df)
+    if doc:
+        replace_block(doc, "refine-table", text)
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory")
+    p.add_argument("--doc", default="", help="Markdown file whose 'refine-table' block to rewrite")
+    args = p.parse_args(argv)
+    print(build(args.directory, args.doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

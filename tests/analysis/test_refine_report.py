@@ -1,0 +1,44 @@
+"""analysis/refine_report.py: the table's differences and paired t-test against a hand computation."""
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+sys.path.insert(0, os.path.join(ROOT, "analysis"))
+
+import refine_report  # noqa: E402
+
+
+def _write(folder, before, after):
+    folder.mkdir(parents=True)
+    rep = {"quality_unrefined": {"novel_miou": before, "miou": before + 30},
+           "quality": {"novel_miou": after, "miou": after + 30},
+           "labelled_pixel_share_unrefined": 92.0, "labelled_pixel_share": 93.0}
+    (folder / "pseudo_labels.json").write_text(json.dumps(rep))
+
+
+def test_table_matches_hand_computed_paired_t(tmp_path):
+    pairs = [(50.0, 53.0), (60.0, 61.0), (55.0, 60.0)]  # differences 3, 1, 5
+    for seed, (b, a) in enumerate(pairs, 1):
+        _write(tmp_path / f"SimFormer_seed{seed}", b, a)
+    _write(tmp_path / "Other_seed1", 40.0, 39.0)
+    doc = tmp_path / "doc.md"
+    text = refine_report.build(str(tmp_path), str(doc))
+    # mean diff 3, std 2, t = 3 / (2 / sqrt 3) = 2.598 with 2 df -> two-sided p = 0.1217
+    row = next(r for r in text.splitlines() if r.startswith("| SimFormer"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[2] == "3" and cells[3] == "55.0 ± 5.0" and cells[4] == "58.0 ± 4.4"
+    assert cells[5] == "3.0 ± 2.0" and cells[6] == "0.122"
+    other = [c.strip() for c in next(r for r in text.splitlines() if r.startswith("| Other")).split("|")]
+    assert other[5] == "-1.0" and other[6] == "–"
+    assert "<!-- generated:refine-table -->" in doc.read_text()
+    assert (tmp_path / "refine.csv").read_text().count("\n") == 5
+
+
+def test_rejects_a_report_without_both_qualities(tmp_path):
+    (tmp_path / "SimFormer_seed1").mkdir()
+    (tmp_path / "SimFormer_seed1" / "pseudo_labels.json").write_text(json.dumps({"quality": {}}))
+    with pytest.raises(ValueError, match="quality_unrefined"):
+        refine_report.load(str(tmp_path))
