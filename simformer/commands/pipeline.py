@@ -5,7 +5,8 @@ DESCRIPTION = """The full SimFormer* protocol in one command:
 
 OUTPUT/stage1_train (SimFormer), OUTPUT/pseudo_labels (mixed labels + quality report),
 OUTPUT/stage2_retrain (plain MaskFormer on the mixed labels, config --retrain-config, default
-retrain.yaml beside --config). OUTPUT/metrics.json holds the final metrics plus the stage-1
+retrain.yaml beside --config; --refine gfsam refines the pseudo labels with GF-SAM first, keeping
+the unrefined ones in OUTPUT/pseudo_labels/mixed). OUTPUT/metrics.json holds the final metrics plus the stage-1
 metrics and the pseudo-label quality. Finished stages are skipped on a second call and an
 interrupted stage resumes from its checkpoint, so re-running the same command continues.
 KEY VALUE overrides apply to both training stages."""
@@ -19,6 +20,8 @@ def add_arguments(parser):
     parser.add_argument("--retrain-config", help="stage-2 config (default: retrain.yaml next to --config)")
     parser.add_argument("--stage1-from", metavar="RUN_DIR",
                         help="a finished `simformer train` run with the same config: reuse it as stage 1")
+    parser.add_argument("--refine", choices=("none", "gfsam"), default="none",
+                        help="refine the pseudo labels with GF-SAM before re-training (docs/gfsam.md)")
     parser.add_argument("--resume", action="store_true", help="accepted for symmetry with train; stages always resume")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides for both stages")
 
@@ -29,5 +32,5 @@ def run(args) -> int:
 
     setup_logging(args.output)
     run_pipeline(args.config, args.output, args.opts, retrain_config=args.retrain_config, resume=args.resume,
-                 stage1_from=args.stage1_from)
+                 stage1_from=args.stage1_from, refine=args.refine)
     return 0

@@ -43,7 +43,7 @@ def adopt_stage1(source: str, stage1: str, cfg1) -> bool:
 
 
 def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[str] = None,
-                 resume: bool = False, stage1_from: Optional[str] = None) -> dict:
+                 resume: bool = False, stage1_from: Optional[str] = None, refine: str = "none") -> dict:
     """train -> pseudo-label -> retrain -> eval in one resumable run directory.
 
     ``output``/stage1_train, ``output``/pseudo_labels, ``output``/stage2_retrain; the retrained
@@ -51,6 +51,8 @@ def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[
     pseudo-label quality beside them) and its weights to ``output``/model_final.pth.
     A stage whose outputs exist is skipped; an interrupted stage resumes from its checkpoint.
     ``stage1_from``: a finished ``simformer train`` run with the same config to reuse as stage 1.
+    ``refine``: "gfsam" refines the pseudo labels (``pseudo_label.generate_pseudo_labels``);
+    labels made with another setting are refused, not mixed in.
     """
 
     retrain_config = retrain_config or default_retrain_config(config)
@@ -74,11 +76,15 @@ def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[
         trainer = Trainer(cfg1, manage_output=False)  # only the model: stage 1's folder stays as it is
         try:
             Checkpointer.load(os.path.join(stage1, "model_final.pth"), model=trainer.model)
-            generate_pseudo_labels(trainer.model, cfg1, trainer.split, labels)
+            generate_pseudo_labels(trainer.model, cfg1, trainer.split, labels, refine=refine)
         finally:
             trainer.close()
     with open(os.path.join(labels, DONE)) as f:
         quality = json.load(f)
+    made_with = quality.get("refine", "none")
+    if made_with != refine:
+        raise RuntimeError(f"{labels} holds pseudo labels made with --refine {made_with}, not {refine}: use another "
+                           f"--output, or delete {labels} to make them again")
 
     cfg2 = load_cfg(retrain_config, list(opts) + ["OUTPUT_DIR", stage2, "WEAKSHOT.PSEUDO_LABEL_DIR", labels])
     if not finished(stage2):
@@ -86,7 +92,9 @@ def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[
     with open(os.path.join(stage2, "metrics.json")) as f:
         final = json.load(f)
     final = dict(final, before_retrain={k: stage1_metrics.get(k) for k in ("miou", "base_miou", "novel_miou", "hm")},
-                 pseudo_label_quality=quality["quality"])
+                 pseudo_label_quality=quality["quality"], pseudo_label_refine=refine)
+    if "quality_unrefined" in quality:
+        final["pseudo_label_quality_unrefined"] = quality["quality_unrefined"]
     if comm.is_main_process():
         with atomic_path(os.path.join(output, "model_final.pth"), ".pth") as tmp:
             shutil.copyfile(os.path.join(stage2, "model_final.pth"), tmp)

@@ -21,7 +21,8 @@ from simformer.utils.env import checkout_root
 
 
 SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid")
-METHOD_KEYS = ("config", "opts", "stage", "retrain_config", "stage1_from")
+METHOD_KEYS = ("config", "opts", "stage", "retrain_config", "stage1_from", "refine")
+REFINE = ("none", "gfsam")
 GRID_KEYS = ("key", "values", "methods")
 STAGES = ("train", "pipeline")
 METRIC_COLUMNS = ("novel_miou", "base_miou", "miou", "hm", "fwiou", "macc", "pacc")
@@ -56,6 +57,7 @@ class Run:
     retrain_config: Optional[str] = None
     fingerprint: Dict[str, Any] = field(default_factory=dict)
     stage1_from: Optional[str] = None  # pipeline: run folder of the same seed/split of another method
+    refine: Optional[str] = None  # pipeline: `--refine` of the pseudo labels (docs/gfsam.md)
 
     def args(self, resume: bool = False) -> List[str]:
         """Arguments after ``simformer``: ``STAGE --config C --output D [--resume] [...] KEY VALUE...``."""
@@ -66,6 +68,8 @@ class Run:
             out += ["--retrain-config", self.retrain_config]
         if self.stage1_from:
             out += ["--stage1-from", self.stage1_from]
+        if self.refine:
+            out += ["--refine", self.refine]
         return out + list(self.opts)
 
 
@@ -284,6 +288,7 @@ class _Method:
     retrain_written: Any
     opts: List[Tuple[str, str]]
     stage1_from: Optional[str]
+    refine: Optional[str]
 
 
 def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_config: Optional[str],
@@ -295,7 +300,7 @@ def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_c
         raise SweepError(f"{path}: methods: name {mname!r} must be a non-empty string without '/'")
     spec = {} if spec is None else spec
     if not isinstance(spec, dict):
-        raise SweepError(f"{where} must be a mapping {{config, opts, stage, retrain_config}} or empty, got {spec!r}")
+        raise SweepError(f"{where} must be a mapping {{{', '.join(METHOD_KEYS)}}} or empty, got {spec!r}")
     if set(spec) - set(METHOD_KEYS):
         raise _unknown(where, set(spec) - set(METHOD_KEYS), METHOD_KEYS)
     stage = spec.get("stage", "train")
@@ -325,8 +330,14 @@ def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_c
         if stage1_from not in raw_methods or (raw_methods[stage1_from] or {}).get("stage", "train") != "train":
             raise SweepError(f"{where}: stage1_from must name a method of this sweep with stage train, "
                              f"got {stage1_from!r}")
+    refine = spec.get("refine")
+    if refine is not None:
+        if stage != "pipeline":
+            raise SweepError(f"{where}: refine needs stage: pipeline")
+        if refine not in REFINE:
+            raise SweepError(f"{where}: refine must be one of {', '.join(REFINE)}, got {refine!r}")
     return _Method(mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written,
-                   _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from)
+                   _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from, refine)
 
 
 class _ConfigChecker:
@@ -415,6 +426,8 @@ def _expand_method(m: _Method, *, path: str, out_dir: str, opts, splits, seeds, 
                     "retrain_config": None if m.retrain_written is None else str(m.retrain_written),
                     "opts": [list(kv) for kv in _merge_opts(base_opts, split_written, seed_opts, grid_opts)],
                 }
+                if m.refine:  # only when set: fingerprints of earlier runs stay valid
+                    fingerprint["refine"] = m.refine
                 # the other method's folder for the same split/seed/grid (its config is checked
                 # against stage 1 by `simformer pipeline`, which trains itself on a mismatch)
                 source = None if m.stage1_from is None else os.path.join(
@@ -422,7 +435,8 @@ def _expand_method(m: _Method, *, path: str, out_dir: str, opts, splits, seeds, 
                 runs.append(Run(name=run_name, run_dir=run_dir, method=m.name, split=split_name, seed=int(seed),
                                 params={a.column: v for a, v in zip(method_axes, grid_values)}, stage=m.stage,
                                 config=m.config, opts=tuple(x for kv in run_opts for x in kv),
-                                retrain_config=m.retrain_config, fingerprint=fingerprint, stage1_from=source))
+                                retrain_config=m.retrain_config, fingerprint=fingerprint, stage1_from=source,
+                                refine=m.refine))
     return runs
 
 

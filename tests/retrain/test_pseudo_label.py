@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from simformer.retrain.pseudo_label import mixed_label
 
@@ -86,3 +87,25 @@ def test_pipeline_reuses_a_finished_stage1_with_the_same_config(toy_env, tmp_pat
     b = open(os.path.join(out, "stage1_train", "model_final.pth"), "rb").read()
     assert a == b  # copied, not retrained
     assert os.path.isfile(os.path.join(out, "metrics.json"))
+
+
+def test_pipeline_with_gfsam_refinement(toy_env, tmp_path):
+    from tiny_config import TINY
+
+    from simformer.retrain.pipeline import run_pipeline
+
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes", "simformer.yaml")
+    opts = TINY + ["SOLVER.MAX_ITER", "2", "MODEL.BACKBONE.WEIGHTS", ""]
+    out = str(tmp_path / "pipe")
+    final = run_pipeline(config, out, opts, refine="gfsam")
+    labels = os.path.join(out, "pseudo_labels")
+    report = json.load(open(os.path.join(labels, "pseudo_labels.json")))
+    assert report["refine"] == "gfsam" and final["pseudo_label_refine"] == "gfsam"
+    assert final["pseudo_label_quality"] == report["quality"]
+    assert final["pseudo_label_quality_unrefined"] == report["quality_unrefined"]
+    # stage 2 trained on the refined labels (the unrefined ones are kept in mixed/)
+    assert len([f for f in os.listdir(os.path.join(labels, "mixed")) if f.endswith(".png")]) == 8
+    assert f"PSEUDO_LABEL_DIR: {labels}" in open(os.path.join(out, "stage2_retrain", "config.yaml")).read()
+    # the same folder asked for unrefined labels: refused, nothing mixed
+    with pytest.raises(RuntimeError, match="made with --refine gfsam, not none"):
+        run_pipeline(config, out, opts)

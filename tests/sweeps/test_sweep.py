@@ -647,3 +647,31 @@ def test_stage1_from_points_at_the_same_seed_of_the_other_method(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(SweepError, match="stage1_from"):
         load_sweep(str(path))
+
+
+def test_refine_key_reaches_the_pipeline_and_only_pipelines(tmp_path):
+    import yaml
+
+    from simformer.sweeps import SweepError, load_sweep
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    spec = {
+        "name": "r", "output": str(tmp_path / "out"),
+        "base_config": os.path.join(root, "configs", "toyscenes", "simformer.yaml"),
+        "methods": {"SimFormer*": {"stage": "pipeline"}, "SimFormer*+GFSAM": {"stage": "pipeline", "refine": "gfsam"}},
+        "seeds": [1],
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    runs = {r.method: r for r in load_sweep(str(path)).runs}
+    args = runs["SimFormer*+GFSAM"].args()
+    assert args[args.index("--refine") + 1] == "gfsam"
+    assert runs["SimFormer*+GFSAM"].fingerprint["refine"] == "gfsam"
+    # unset: no flag, and the fingerprint of runs made before the key existed is unchanged
+    assert "--refine" not in runs["SimFormer*"].args() and "refine" not in runs["SimFormer*"].fingerprint
+    for bad, match in (({"refine": "gfsam"}, "refine needs stage: pipeline"),
+                       ({"stage": "pipeline", "refine": "sam"}, "refine must be one of none, gfsam")):
+        spec["methods"] = {"X": bad}
+        path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(SweepError, match=match):
+            load_sweep(str(path))
