@@ -36,7 +36,9 @@ def find_runs(root: str) -> List[dict]:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"runs folder {root} does not exist")
     found = []
-    for folder, dirs, files in os.walk(root):
+    # followlinks: a sweep may link a run of another sweep with the same config (variants.yaml's
+    # SimFormer seed 1 is main.yaml's)
+    for folder, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = sorted(d for d in dirs if ".old-" not in d and not d.endswith(".partial") and not d.startswith("."))
         name = os.path.basename(folder)
         if name == "stage1_train" or not {"config.yaml", "model_final.pth"} <= set(files):
@@ -82,9 +84,15 @@ def analyze_run(run: dict, dataset: Optional[str] = None, opts=()) -> Optional[d
     return row
 
 
-def oracle_gap_table(root: str, dataset: Optional[str] = None, opts=()) -> pd.DataFrame:
+def oracle_gap_table(root: str, dataset: Optional[str] = None, opts=(), known: Optional[pd.DataFrame] = None
+                     ) -> pd.DataFrame:
+    """One row per run under ``root``; runs listed in ``known`` (an earlier CSV) keep their row."""
     rows = []
+    known_rows = {} if known is None else {r["run"]: r for r in known.to_dict("records")}
     for run in find_runs(root):
+        if run["run"] in known_rows:
+            rows.append(known_rows[run["run"]])
+            continue
         row = analyze_run(run, dataset, opts)
         if row is not None:
             rows.append(row)
@@ -100,13 +108,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="CSV to write (one row per run)")
     p.add_argument("--dataset", default=None, help="dataset to analyse (default: each config's DATASETS.TEST[0])")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: as the simformer CLI)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the rows of runs already in --out (analyse only the new runs of a growing sweep)")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides applied to every run")
     args = p.parse_args(argv)
     from simformer.utils.threads import configure_threads
 
     configure_threads(args.threads)
     os.environ.setdefault("SIMFORMER_PROGRESS", "0")
-    df = oracle_gap_table(args.runs_root, args.dataset, args.opts)
+    known = pd.read_csv(args.out) if args.keep and os.path.isfile(args.out) else None
+    if known is not None and list(known.columns) != COLUMNS:
+        print(f"{args.out} is not an oracle-gap CSV (columns {list(known.columns)}); drop --keep to rewrite it",
+              file=sys.stderr)
+        return 2
+    df = oracle_gap_table(args.runs_root, args.dataset, args.opts, known)
     if df.empty:
         print(f"no run with config.yaml + model_final.pth and mask proposals under {args.runs_root}", file=sys.stderr)
         return 1

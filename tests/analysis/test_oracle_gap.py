@@ -63,6 +63,19 @@ def test_oracle_gap_rows_on_fake_runs(toy_env, tmp_path, capsys):
     assert (df["oracle_gap"] - (df["novel_oracle"] - df["novel_achieved"])).abs().max() < 1e-3
     assert (df["num_images"] == 4).all() and df["novel_union"].notna().all()
 
+    # a linked run (another sweep's) is found; --keep analyses only the runs not yet in the CSV
+    os.makedirs(runs / "B" / "split1")
+    os.symlink(runs / "A" / "split1" / "seed3", runs / "B" / "split1" / "seed3")
+    marked = df.assign(novel_oracle=df["novel_oracle"] + 1000.0)  # a kept row is copied, not recomputed
+    marked.to_csv(out, index=False)
+    assert oracle_gap.main([str(runs), "--out", str(out), "--keep"]) == 0
+    again = pd.read_csv(out)
+    assert again["run"].tolist() == [os.path.join("A", "split1", "seed3"), os.path.join("B", "split1", "seed3"),
+                                     os.path.join("SimFormer*", "split1", "seed1")]
+    assert (again.set_index("run").loc[list(df["run"]), "novel_oracle"] >= 1000.0).all()
+    assert again.set_index("run").loc[os.path.join("B", "split1", "seed3"), "novel_oracle"] == pytest.approx(
+        df.iloc[0]["novel_oracle"], abs=1e-3)
+
 
 def test_report_oracle_gap_table(tmp_path):
     gap = pd.DataFrame({"method": ["FullyOracle", "SimFormer", "SimFormer"], "split": "split1", "seed": [1, 1, 2],
