@@ -7,7 +7,9 @@ SimFormer and every FullyOracle variant with FullyOracle (Welch t-test, two-side
 ddof 1; Holm over the variants of one family and metric). Writes DIR/tables.md (the full
 ``simformer stats`` tables), DIR/points_<metric>.png (methods on the x axis, every seed a dot, n
 under each bar) and, with --doc, the generated block "variants-tests": one row per variant with
-the differences, p-values and the novel mIoU relative to FullyOracle with the same decoder.
+the differences, p-values and the novel mIoU relative to FullyOracle with the same decoder. With
+DIR/oracle_gap.csv (analysis/oracle_gap.py) also the block "variants-oracle-gap" (novel mIoU
+achieved vs the best single query mask, docs/proposals.md).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from markdown_blocks import replace_block  # noqa: E402
+from toyscenes_report import oracle_gap_table  # noqa: E402
 
 from simformer.stats import StatsWarning, compare, format_markdown, holm
 from simformer.sweeps.plots import plot_bars, save_figure
@@ -117,9 +120,13 @@ def build(directory: str, doc: str = "") -> str:
         save_figure(result.figure, os.path.join(directory, f"points_{metric}.png"))
     atomic_write_text(os.path.join(directory, "tables.md"), "\n".join(parts))
     block = tests_block(df, tables)
+    gap_path = os.path.join(directory, "oracle_gap.csv")
+    gap = oracle_gap_table(pd.read_csv(gap_path), pd.unique(df["method"])) if os.path.isfile(gap_path) else ""
     if doc:
         replace_block(doc, "variants-tests", block)
-    return block
+        if gap:
+            replace_block(doc, "variants-oracle-gap", gap)
+    return block + ("\n" + gap if gap else "")
 
 
 def main(argv=None) -> int:

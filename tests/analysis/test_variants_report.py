@@ -68,3 +68,14 @@ def test_block_matches_scipy_welch_with_holm(tmp_path):
     text = doc.read_text()
     assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
     assert (tmp_path / "points_novel_miou.png").stat().st_size > 0
+
+    # with the proposal analysis beside the results, the oracle-gap block follows
+    gap = pd.DataFrame([dict(method=m, split="split1", seed=1, run=f"{m}/split1/seed1", novel_achieved=a,
+                             novel_oracle=o, novel_union=o + 1, oracle_gap=o - a, base_achieved=0, base_oracle=0,
+                             base_union=0, num_images=4) for m, a, o in (("SimFormer", 40.0, 62.0),
+                                                                         ("SimFormer+CMT", 66.0, 70.0))])
+    gap.to_csv(tmp_path / "oracle_gap.csv", index=False)
+    variants_report.build(str(tmp_path), str(doc))
+    text = doc.read_text()
+    assert "<!-- generated:variants-oracle-gap -->" in text
+    assert "| SimFormer+CMT | 1 | 66.0 | 70.0 | 71.0 | 4.0 |" in text
