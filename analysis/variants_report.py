@@ -3,8 +3,9 @@
     python analysis/variants_report.py docs/results/toyscenes_variants --doc docs/variants.md
 
 Reads DIR/results.csv (analysis/collect_runs.py). Every SimFormer variant is compared with
-SimFormer and every FullyOracle variant with FullyOracle (Welch t-test, two-sided, unpaired,
-ddof 1; Holm over the variants of one family and metric). Writes DIR/tables.md (the full
+SimFormer, every FullyOracle variant with FullyOracle and a re-training row (SimFormer*...) with
+its stage-1 model (Welch t-test, two-sided, unpaired, ddof 1; Holm over the variants compared
+with one baseline, per metric). Writes DIR/tables.md (the full
 ``simformer stats`` tables), DIR/points_<metric>.png (methods on the x axis, every seed a dot, n
 under each bar) and, with --doc, the generated block "variants-tests": one row per variant with
 the differences, p-values and the novel mIoU relative to FullyOracle with the same decoder. With
@@ -29,12 +30,16 @@ from simformer.stats import StatsWarning, compare, format_markdown, holm
 from simformer.sweeps.plots import plot_bars, save_figure
 from simformer.utils.io import atomic_write_text
 
-FAMILIES = ("SimFormer", "FullyOracle")  # baseline of every method whose name starts with it
+FAMILIES = ("SimFormer", "FullyOracle")
 METRICS = (("novel_miou", "novel"), ("base_miou", "base"), ("miou", "all"), ("hm", "HM"))
-TEST = "Welch t-test, two-sided, unpaired, ddof 1; Holm over the variants of a family"
+TEST = "Welch t-test, two-sided, unpaired, ddof 1; Holm over the variants compared with one baseline"
 
 
-def family(method: str) -> str:
+def baseline_of(method: str) -> str:
+    """The run a variant is compared with: SimFormer / FullyOracle for their variants, and for a
+    re-training row (SimFormer*...) its stage-1 model ('SimFormer*+CMT+GFSAM' -> 'SimFormer+CMT')."""
+    if method.startswith("SimFormer*"):
+        return "SimFormer+CMT" if "+CMT" in method else "SimFormer"
     for base in FAMILIES:
         if method == base or method.startswith(base + "+") or method.startswith(base + "-"):
             return base
@@ -57,10 +62,11 @@ def _p(v: float) -> str:
 
 
 def comparisons(df: pd.DataFrame) -> dict:
-    """{(family, metric): compare() table} for the families present with >= 2 methods."""
+    """{(baseline, metric): compare() table} for every baseline present with >= 1 variant."""
     out = {}
-    for base in FAMILIES:
-        sub = df[df["method"].map(family) == base]
+    of = df["method"].map(baseline_of)
+    for base in pd.unique(of[of != ""]):
+        sub = df[(of == base) | (df["method"] == base)]
         if base not in set(sub["method"]) or sub["method"].nunique() < 2:
             continue
         for metric, _ in METRICS:
@@ -78,7 +84,7 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     oracle_novel = df.groupby("method")["novel_miou"].mean()
     for method in pd.unique(df["method"]):
-        base = family(method)
+        base = method if method in FAMILIES else baseline_of(method)
         if not base or (base, "novel_miou") not in tables:
             continue
         row = {}
@@ -92,7 +98,7 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
         all_std = "" if math.isnan(all_r["std"]) else f" ± {all_r['std']:.1f}"
         oracle = oracle_of(method)
         rel = (f"{100 * nov['mean'] / oracle_novel[oracle]:.0f} % of {oracle}"
-               if base == "SimFormer" and oracle in oracle_novel.index else "")
+               if method.startswith("SimFormer") and oracle in oracle_novel.index else "")
         if method == base:
             lines.append(f"| **{method}** | (baseline) | {nov['n']} | {nov['mean']:.1f}{std} | | | "
                          f"{all_r['mean']:.1f}{all_std} | | | | | {rel} |")
@@ -113,7 +119,7 @@ def build(directory: str, doc: str = "") -> str:
     parts = []
     for (base, metric), table in tables.items():
         text = format_markdown(table).replace("Holm across splits within each method",
-                                              f"Holm over the variants of {base}")
+                                              f"Holm over the variants compared with {base}")
         parts.append(f"### {metric}: each variant vs {base} ({TEST})\n\n" + text + "\n")
     for metric, label in METRICS[::2]:  # novel and all
         result = plot_bars(df, metric=metric, title=f"ToyScenes variants: {label} mIoU (%), one dot per seed")

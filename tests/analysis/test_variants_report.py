@@ -17,12 +17,14 @@ def fmt_p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def test_family_and_oracle():
-    assert variants_report.family("SimFormer") == "SimFormer"
-    assert variants_report.family("SimFormer+CMT+CrossRef") == "SimFormer"
-    assert variants_report.family("SimFormer-res3") == "SimFormer"
-    assert variants_report.family("FullyOracle+CMT") == "FullyOracle"
-    assert variants_report.family("SimFormerX") == ""
+def test_baselines_and_oracle():
+    assert variants_report.baseline_of("SimFormer") == "SimFormer"
+    assert variants_report.baseline_of("SimFormer+CMT+CrossRef") == "SimFormer"
+    assert variants_report.baseline_of("SimFormer-res3") == "SimFormer"
+    assert variants_report.baseline_of("FullyOracle+CMT") == "FullyOracle"
+    assert variants_report.baseline_of("SimFormer*+CMT+GFSAM") == "SimFormer+CMT"
+    assert variants_report.baseline_of("SimFormer*") == "SimFormer"
+    assert variants_report.baseline_of("SimFormerX") == ""
     assert variants_report.oracle_of("SimFormer+CMT+CrossRef") == "FullyOracle+CMT"
     assert variants_report.oracle_of("SimFormer+CrossRef") == "FullyOracle"
 
@@ -35,6 +37,7 @@ def test_block_matches_scipy_welch_with_holm(tmp_path):
         "SimFormer+Single": [50.0],  # one seed: no test
         "FullyOracle": [50.0, 55.0, 53.0],
         "FullyOracle+CMT": [80.0, 78.0, 77.0],
+        "SimFormer*+CMT": [70.0, 72.0],  # re-training: compared with its stage-1 model
     }
     rows = [dict(run=f"{m}/split1/seed{i}", method=m, split="split1", seed=i, novel_miou=v, base_miou=v + 1,
                  miou=v + 2, hm=v + 3) for m, vs in values.items() for i, v in enumerate(vs, 1)]
@@ -65,6 +68,9 @@ def test_block_matches_scipy_welch_with_holm(tmp_path):
     fo = [c.strip() for c in line["FullyOracle+CMT"].split("|")]
     p_fo = stats.ttest_ind(values["FullyOracle+CMT"], values["FullyOracle"], equal_var=False).pvalue
     assert fo[6] == fmt_p(p_fo)
+    star = [c.strip() for c in line["SimFormer*+CMT"].split("|")]
+    p_star = stats.ttest_ind(values["SimFormer*+CMT"], values["SimFormer+CMT"], equal_var=False).pvalue
+    assert star[2] == "SimFormer+CMT" and star[6] == fmt_p(p_star)  # the only variant of that baseline
     text = doc.read_text()
     assert text.startswith("intro\n") and text.endswith("end\n") and "old" not in text
     assert (tmp_path / "points_novel_miou.png").stat().st_size > 0
