@@ -44,6 +44,8 @@ def find_runs(root: str) -> List[dict]:
         if name == "stage1_train" or not {"config.yaml", "model_final.pth"} <= set(files):
             continue
         run_dir = os.path.dirname(folder) if name == "stage2_retrain" else folder
+        if name == "stage2_retrain" and {"config.yaml", "model_final.pth"} <= set(os.listdir(run_dir)):
+            continue  # a finished pipeline holds a copy of these weights itself: one row, not two
         found.append({"run": os.path.relpath(run_dir, root), "dir": run_dir, "model_dir": folder})
     return sorted(found, key=lambda r: r["run"])
 

@@ -63,6 +63,12 @@ def test_oracle_gap_rows_on_fake_runs(toy_env, tmp_path, capsys):
     assert (df["oracle_gap"] - (df["novel_oracle"] - df["novel_achieved"])).abs().max() < 1e-3
     assert (df["num_images"] == 4).all() and df["novel_union"].notna().all()
 
+    # a finished pipeline copies the retrained weights and config up: still one row
+    star = runs / "SimFormer*" / "split1" / "seed1"
+    for name in ("config.yaml", "model_final.pth"):
+        (star / name).write_bytes((star / "stage2_retrain" / name).read_bytes())
+    assert [r["run"] for r in oracle_gap.find_runs(str(runs))] == [os.path.join("A", "split1", "seed3"), "CAMrun",
+                                                                  os.path.join("SimFormer*", "split1", "seed1")]
     # a linked run (another sweep's) is found; --keep analyses only the runs not yet in the CSV
     os.makedirs(runs / "B" / "split1")
     os.symlink(runs / "A" / "split1" / "seed3", runs / "B" / "split1" / "seed3")
