@@ -123,6 +123,13 @@ def build(directory: str, doc: str = "") -> str:
         parts.append(f"### {metric}: each variant vs {base} ({TEST})\n\n" + text + "\n")
     for metric, label in METRICS[::2]:  # novel and all
         result = plot_bars(df, metric=metric, title=f"ToyScenes variants: {label} mIoU (%), one dot per seed")
+        # an n = 2 t-CI spans far beyond 0-100 %: show the metric's range and say the bars are cut
+        result.axes.set_ylim(0, 100)
+        result.axes.set_ylabel(result.axes.get_ylabel() + "\n(CI cut at 0 and 100)", fontsize=8)
+        result.figure.set_size_inches(9, 4.8)
+        for tick in result.axes.get_xticklabels():
+            tick.set_rotation(30)
+            tick.set_fontsize(8)
         save_figure(result.figure, os.path.join(directory, f"points_{metric}.png"))
     atomic_write_text(os.path.join(directory, "tables.md"), "\n".join(parts))
     block = tests_block(df, tables)
