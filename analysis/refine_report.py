@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from convergence_report import mean_std  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 
 from simformer.utils.io import atomic_write_text
@@ -51,10 +52,6 @@ def load(directory: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["method", "seed"]).reset_index(drop=True)
 
 
-def _ms(v: pd.Series) -> str:
-    return f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
-
-
 def table(df: pd.DataFrame) -> str:
     lines = ["| model | n | novel before | novel after | Δ novel | p (paired t, two-sided) | all before | all after "
              "| labelled px before → after |",
@@ -63,8 +60,8 @@ def table(df: pd.DataFrame) -> str:
         diff = g["novel_after"] - g["novel_before"]
         p = stats.ttest_rel(g["novel_after"], g["novel_before"]).pvalue if len(g) > 1 else float("nan")
         p_txt = "–" if p != p else f"{p:.3f}"
-        lines.append(f"| {method} | {len(g)} | {_ms(g['novel_before'])} | {_ms(g['novel_after'])} | {_ms(diff)} | "
-                     f"{p_txt} | {_ms(g['all_before'])} | {_ms(g['all_after'])} | "
+        lines.append(f"| {method} | {len(g)} | {mean_std(g['novel_before'])} | {mean_std(g['novel_after'])} | {mean_std(diff)} | "
+                     f"{p_txt} | {mean_std(g['all_before'])} | {mean_std(g['all_after'])} | "
                      f"{g['labelled_before'].mean():.1f} % → {g['labelled_after'].mean():.1f} % |")
     return ("\n".join(lines) + "\n\nmIoU (%) of the mixed pseudo labels of the ToyScenes training images against their "
             "full GT (base pixels are GT, so base mIoU is 100); mean ± std over seeds (ddof 1); Δ = after - before "

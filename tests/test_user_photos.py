@@ -56,6 +56,7 @@ def test_register_split_train_on_photos(tmp_path, monkeypatch, capsys):
                  "--output", split_file]) == 0
     split = json.load(open(split_file))
     assert len(split["novel"]) == 3 and sorted(split["base"] + split["novel"]) == list(range(12))
+    assert split["class_names"] == list(KEEP.values())  # the names of the folder's classes.json
 
     run = str(tmp_path / "run")
     # crop / size overrides for 400-700 px photos; everything else is the CPU recipe (TINY shrinks

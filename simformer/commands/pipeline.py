@@ -13,6 +13,8 @@ KEY VALUE overrides apply to both training stages."""
 
 
 def add_arguments(parser):
+    from simformer.retrain import REFINE_METHODS
+
     from . import add_config_argument, add_output_argument
 
     add_config_argument(parser, help="stage-1 config (SimFormer or an ablation, or CAM)")
@@ -20,7 +22,7 @@ def add_arguments(parser):
     parser.add_argument("--retrain-config", help="stage-2 config (default: retrain.yaml next to --config)")
     parser.add_argument("--stage1-from", metavar="RUN_DIR",
                         help="a finished `simformer train` run with the same config: reuse it as stage 1")
-    parser.add_argument("--refine", choices=("none", "gfsam"), default="none",
+    parser.add_argument("--refine", choices=REFINE_METHODS, default="none",
                         help="refine the pseudo labels with GF-SAM before re-training (docs/gfsam.md)")
     parser.add_argument("--resume", action="store_true", help="accepted for symmetry with train; stages always resume")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides for both stages")

@@ -15,13 +15,15 @@ among the model's proposals, with a reference training image containing the clas
 
 
 def add_arguments(parser):
+    from simformer.retrain import REFINE_METHODS
+
     from . import add_config_argument, add_output_argument
 
     add_config_argument(parser)
     parser.add_argument("--weights", required=True)
     add_output_argument(parser, "out", required=True, help="folder for the mixed-label PNGs")
     parser.add_argument("--dataset", help="training set to label (default: DATASETS.TRAIN[0])")
-    parser.add_argument("--refine", choices=("none", "gfsam"), default="none",
+    parser.add_argument("--refine", choices=REFINE_METHODS, default="none",
                         help="refine the novel regions with GF-SAM (keys FEWSHOT.GFSAM.*; docs/gfsam.md)")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
 

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .mask_terms import matched_with_masks
 from .pair_losses import small_targets
 
 __all__ = ["mask_extremes_and_centres", "mask_approximation_loss", "sample_balanced_pixels",
@@ -94,14 +95,7 @@ def loss_approx(outputs: dict, targets: Sequence[dict], indices, num_masks: floa
         raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
                        "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
     refs = outputs["pred_refs"]
-    src, tgt = [], []
-    for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
-        hm = tg.get("has_mask")
-        keep = torch.ones_like(ti, dtype=torch.bool) if hm is None else hm.bool()[ti.to(hm.device)].cpu()
-        src.append(refs[b, qi[keep].to(refs.device)])
-        tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
-    src = torch.cat(src).float()
-    tgt = torch.cat(tgt).to(refs.device)
+    src, tgt = matched_with_masks(refs, targets, indices)  # [M, P, 2], [M, H, W]
     if tgt.shape[0] == 0:
         return refs.sum() * 0.0
     return mask_approximation_loss(src, tgt).sum() / num_masks

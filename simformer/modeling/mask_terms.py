@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .losses import dice_loss, sigmoid_focal_loss
 from .point_sampling import PointSampler, point_sample
 
-__all__ = ["flat_indices", "has_mask", "loss_masks", "loss_complementary"]
+__all__ = ["flat_indices", "has_mask", "matched_with_masks", "loss_masks", "loss_complementary"]
 
 
 def flat_indices(indices, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -35,6 +35,21 @@ def has_mask(target: dict) -> torch.Tensor:
     return hm.bool()
 
 
+def matched_with_masks(per_query: torch.Tensor, targets: Sequence[dict], indices
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``per_query [B,Q,...]`` matched to targets that carry a mask, and those masks.
+
+    Returns ``src [M,...]`` (float) and ``tgt [M,H,W]`` on ``per_query``'s device, image by image in
+    match order. Queries matched to mask-less (novel) targets are left out: no gradient reaches them.
+    """
+    src, tgt = [], []
+    for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
+        keep = has_mask(tg)[ti.to(tg["labels"].device)].to(qi.device)
+        src.append(per_query[b, qi[keep].to(per_query.device)])
+        tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
+    return torch.cat(src).float(), torch.cat(tgt).to(per_query.device)
+
+
 def loss_masks(pred_masks: torch.Tensor, targets: Sequence[dict], indices, num_masks: float,
                sampler: PointSampler) -> Dict[str, torch.Tensor]:
     """``loss_mask`` (sigmoid focal) and ``loss_dice`` of the queries matched to targets WITH a mask.
@@ -43,17 +58,11 @@ def loss_masks(pred_masks: torch.Tensor, targets: Sequence[dict], indices, num_m
     background, as in MaskFormer) or read at sampled points; sums are divided by ``num_masks``.
     Queries matched to mask-less (novel) targets never enter: exactly zero gradient.
     """
-    device = pred_masks.device
-    src, tgt = [], []
-    for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
-        keep = has_mask(tg)[ti.to(tg["labels"].device)].to(qi.device)
-        src.append(pred_masks[b, qi[keep].to(device)])
-        tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
-    src = torch.cat(src).float()  # [M, h, w]
+    src, tgt = matched_with_masks(pred_masks, targets, indices)  # [M, h, w], [M, H, W]
     if src.shape[0] == 0:
         zero = pred_masks.sum() * 0.0
         return {"loss_mask": zero, "loss_dice": zero.clone()}
-    tgt = torch.cat(tgt).to(device).float()  # [M, H, W]
+    tgt = tgt.float()
     if sampler.enabled:
         with torch.no_grad():
             coords = sampler.coords(src[:, None])

@@ -19,6 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from .mask_terms import has_mask
+
 __all__ = ["HungarianMatcher", "batch_sigmoid_focal_cost", "batch_dice_cost"]
 
 
@@ -78,13 +80,9 @@ class HungarianMatcher(nn.Module):
         costs = []
         for b in range(B):
             labels = targets[b]["labels"]
-            T = labels.shape[0]
             prob = logits_all[b].float().softmax(-1)  # [Q, K+1]
             cost = -self.cost_class * prob[:, labels]  # [Q, T]
-            has_mask = targets[b].get("has_mask")
-            if has_mask is None:
-                has_mask = torch.ones(T, dtype=torch.bool, device=labels.device)
-            cols = torch.nonzero(has_mask, as_tuple=False)[:, 0]
+            cols = torch.nonzero(has_mask(targets[b]), as_tuple=False)[:, 0]
             if cols.numel() > 0 and (self.cost_mask != 0 or self.cost_dice != 0):
                 tgt = targets[b]["masks"][cols].to(masks_all.device).float()
                 tgt = F.interpolate(tgt[:, None], size=(h, w), mode="nearest")[:, 0].flatten(1)

@@ -18,6 +18,8 @@ from simformer.modeling.meta_arch import restricted_to_image_labels
 from simformer.utils import comm
 from simformer.utils.io import atomic_write_json, save_label_png
 
+from . import REFINE_METHODS
+
 logger = logging.getLogger("simformer")
 
 DONE = "pseudo_labels.json"
@@ -83,8 +85,9 @@ def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name:
     (``refine.py``) to ``out_dir``; "quality" is then the refined labels' and "quality_unrefined"
     the mixed labels'."""
     dataset_name = dataset_name or cfg.DATASETS.TRAIN[0]
-    if refine not in (None, "none", "gfsam"):
-        raise ValueError(f"pseudo-label refinement must be 'none' or 'gfsam', got '{refine}'")
+    if refine is not None and refine not in REFINE_METHODS:
+        raise ValueError(f"pseudo-label refinement must be {' or '.join(repr(m) for m in REFINE_METHODS)}, "
+                         f"got '{refine}'")
     refine = None if refine == "none" else refine
     novel_mask = split.novel_mask()
     evaluator = build_evaluator(cfg, dataset_name, split)

@@ -17,12 +17,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from simformer.retrain import REFINE_METHODS
 from simformer.utils.env import checkout_root
 
 
 SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid")
 METHOD_KEYS = ("config", "opts", "stage", "retrain_config", "stage1_from", "refine")
-REFINE = ("none", "gfsam")
 GRID_KEYS = ("key", "values", "methods")
 STAGES = ("train", "pipeline")
 METRIC_COLUMNS = ("novel_miou", "base_miou", "miou", "hm", "fwiou", "macc", "pacc")
@@ -334,8 +334,8 @@ def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_c
     if refine is not None:
         if stage != "pipeline":
             raise SweepError(f"{where}: refine needs stage: pipeline")
-        if refine not in REFINE:
-            raise SweepError(f"{where}: refine must be one of {', '.join(REFINE)}, got {refine!r}")
+        if refine not in REFINE_METHODS:
+            raise SweepError(f"{where}: refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
     return _Method(mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written,
                    _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from, refine)
 
