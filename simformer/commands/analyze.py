@@ -66,5 +66,6 @@ def run(args) -> int:
             print(f"{group:>5} mIoU: achieved {fmt(s['achieved'][group])}  oracle {fmt(s['oracle'][group])}  "
                   f"union {fmt(s['union'][group])}")
         print(f"oracle gap (novel): {fmt(s['oracle_gap_novel'])}; {acc.num_images} images, "
-              f"{acc.num_proposals} proposals each; wrote {args.out}/proposals.csv, metrics.json, proposals.png")
+              f"{acc.num_proposals} proposals each, {fmt(s['object_queries_per_image'])} predicting a class per image; "
+              f"wrote {args.out}/proposals.csv, metrics.json, proposals.png")
     return 0

@@ -67,10 +67,12 @@ def analyze_proposals(model, cfg, dataset_name: str, split=None, *, threshold: f
                 outputs = model(batch)
                 for x, out in zip(batch, outputs):
                     gt = ground_truth(x)
-                    probs = model.proposals(x)["mask_probs"]
+                    prop = model.proposals(x)
+                    probs = prop["mask_probs"]
                     if tuple(probs.shape[-2:]) != gt.shape:
                         probs = sem_seg_postprocess(probs, probs.shape[-2:], gt.shape[0], gt.shape[1])
-                    acc.process(probs.cpu(), prediction_label(out), gt, name=x.get("file_name", "?"))
+                    acc.process(probs.cpu(), prediction_label(out), gt, name=x.get("file_name", "?"),
+                                class_probs=prop["class_probs"].cpu())
     finally:
         model.train(was_training)
     acc.synchronize()

@@ -188,15 +188,26 @@ class ProposalAccumulator:
         self.sums = {key: np.zeros(self.num_classes, dtype=np.int64) for key in SUM_KEYS}
         self.num_images = 0
         self.num_proposals = None
+        self.object_queries = 0
+        self.images_with_class_probs = 0
 
-    def process(self, mask_probs, pred, gt, name: str = "<unnamed image>") -> None:
-        """Add one image: proposals ``[N,H,W]``, prediction ``[H,W]``, GT ``[H,W]`` (same H, W)."""
+    def process(self, mask_probs, pred, gt, name: str = "<unnamed image>", class_probs=None) -> None:
+        """Add one image: proposals ``[N,H,W]``, prediction ``[H,W]``, GT ``[H,W]`` (same H, W), and
+        optionally the proposals' class probabilities ``[N,K+1]`` (last = "no object") to count the
+        queries that predict a class (argmax not "no object", MaskFormer's keep rule)."""
         counts = image_proposal_counts(mask_probs, pred, gt, self.num_classes, ignore_label=self.ignore_label,
                                        threshold=self.threshold, name=name)
         for key in SUM_KEYS:
             self.sums[key] += counts[key]
         self.num_images += 1
         self.num_proposals = int(mask_probs.shape[0])
+        if class_probs is not None:
+            class_probs = _as_tensor(class_probs)
+            if class_probs.shape != (mask_probs.shape[0], self.num_classes + 1):
+                raise ValueError(f"{name}: class_probs must be [N, K+1] = [{mask_probs.shape[0]}, "
+                                 f"{self.num_classes + 1}], got {tuple(class_probs.shape)}")
+            self.object_queries += int((class_probs.argmax(-1) != self.num_classes).sum())
+            self.images_with_class_probs += 1
 
     def synchronize(self) -> None:
         """Sum the counts of every rank (no-op in one process)."""
@@ -205,11 +216,14 @@ class ProposalAccumulator:
         if comm.get_world_size() == 1:
             return
         flat = {f"{key}/{c}": int(v) for key in SUM_KEYS for c, v in enumerate(self.sums[key])}
-        flat["num_images"] = self.num_images
+        flat.update(num_images=self.num_images, object_queries=self.object_queries,
+                    images_with_class_probs=self.images_with_class_probs)
         total = comm.all_reduce_sum(flat)
         self.sums = {key: np.array([total[f"{key}/{c}"] for c in range(self.num_classes)], dtype=np.int64)
                      for key in SUM_KEYS}
         self.num_images = total["num_images"]
+        self.object_queries = total["object_queries"]
+        self.images_with_class_probs = total["images_with_class_probs"]
 
     def per_class_iou(self, kind: str) -> np.ndarray:
         """Percent IoU ``[K]`` of ``kind`` in achieved / oracle / union; NaN for a class without
@@ -237,8 +251,11 @@ class ProposalAccumulator:
         means = {kind: self.group_means(kind) for kind in ("achieved", "oracle", "union")}
         gap = {g: (None if means["oracle"][g] is None or means["achieved"][g] is None
                    else means["oracle"][g] - means["achieved"][g]) for g in ("base", "novel", "all")}
+        # Queries predicting a class per image: 0 means the classifier answers "no object" for
+        # every query, whatever the masks (docs/proposals.md, "64 queries").
+        per_image = (self.object_queries / self.images_with_class_probs) if self.images_with_class_probs else None
         return {"num_images": self.num_images, "num_proposals": self.num_proposals, "threshold": self.threshold,
-                **means, "oracle_gap": gap, "oracle_gap_novel": gap["novel"]}
+                **means, "oracle_gap": gap, "oracle_gap_novel": gap["novel"], "object_queries_per_image": per_image}
 
     def rows(self) -> list:
         """One dict per class: class_id, class_name, novel, the three IoUs (percent; NaN =

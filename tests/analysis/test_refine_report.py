@@ -42,3 +42,19 @@ def test_rejects_a_report_without_both_qualities(tmp_path):
     (tmp_path / "SimFormer_seed1" / "pseudo_labels.json").write_text(json.dumps({"quality": {}}))
     with pytest.raises(ValueError, match="quality_unrefined"):
         refine_report.load(str(tmp_path))
+
+
+def test_retrained_rows_pair_by_seed_with_hand_paired_t():
+    import pandas as pd
+
+    rows = [("SimFormer*+CMT", "split1", s, n, n + 2) for s, n in ((1, 70.0), (2, 72.0), (3, 74.0))]
+    rows += [("SimFormer*+CMT+GFSAM", "split1", s, n, n + 2) for s, n in ((1, 73.0), (2, 73.0), (3, 79.0))]
+    rows += [("SimFormer*+CMT+GFSAM", "split1", 9, 10.0, 12.0)]  # no partner: not a pair
+    rows += [("Lonely+GFSAM", "split1", 1, 1.0, 1.0)]  # no "Lonely" method: no row
+    df = pd.DataFrame(rows, columns=["method", "split", "seed", "novel_miou", "miou"])
+    text = refine_report.retrained_table(df)
+    row = [c.strip() for c in next(r for r in text.splitlines() if r.startswith("| SimFormer*+CMT ")).split("|")]
+    # differences 3, 1, 5: mean 3, std 2, t = 2.598 (2 df) -> p = 0.122, as the pseudo-label test
+    assert row[2] == "3" and row[3] == "72.0 ± 2.0" and row[4] == "75.0 ± 3.5"
+    assert row[5] == "3.0 ± 2.0" and row[6] == "0.122" and row[9] == "3.0 ± 2.0"
+    assert "Lonely" not in text

@@ -186,6 +186,20 @@ def tiny_checkpoint(tmp_path, config, opts):
     return Checkpointer(str(tmp_path / "run")).save("model_final", model=model, iteration=0)
 
 
+def test_object_queries_per_image_counts_argmax_not_no_object():
+    acc = ProposalAccumulator(["a", "b"])
+    gt = np.zeros((2, 2), dtype=np.int64)
+    masks = np.ones((3, 2, 2), dtype=np.float32)
+    # 3 queries over classes (a, b, no object): argmax a, no object, b -> 2 object queries
+    acc.process(masks, gt, gt, class_probs=torch.tensor([[0.5, 0.1, 0.4], [0.3, 0.3, 0.4], [0.2, 0.45, 0.35]]))
+    # every query "no object" -> 0; mean over the two images = 1.0
+    acc.process(masks, gt, gt, class_probs=torch.tensor([[0.1, 0.1, 0.8]] * 3))
+    assert acc.summary()["object_queries_per_image"] == pytest.approx(1.0)
+    assert ProposalAccumulator(["a"]).summary()["object_queries_per_image"] is None  # never given
+    with pytest.raises(ValueError, match=r"class_probs must be \[N, K\+1\]"):
+        acc.process(masks, gt, gt, class_probs=torch.zeros(3, 2))
+
+
 def test_cli_end_to_end_on_a_tiny_model(toy_env, tmp_path, capsys):
     from simformer.cli import main
     from tiny_config import TINY
@@ -201,6 +215,7 @@ def test_cli_end_to_end_on_a_tiny_model(toy_env, tmp_path, capsys):
                                                                             "proposals.png"]
     m = json.load(open(os.path.join(out, "metrics.json")))
     assert m["num_images"] == 4 and m["num_proposals"] == 16 and m["dataset"] == "toyscenes_val"
+    assert 0 <= m["object_queries_per_image"] <= 16
     rows = list(csv.DictReader(open(os.path.join(out, "proposals.csv"))))
     assert len(rows) == 24 and sum(r["novel"] == "True" for r in rows) == 6
     # the achieved figures are the evaluator's (same weights, same data)
