@@ -6,7 +6,10 @@ DIR/oracle_gap.csv (analysis/oracle_gap.py over the runs of experiments/toyscene
 holds one row per run; the number of queries is the ``-qN`` suffix of the method name. One table row
 per query count: novel and base mIoU achieved, of the best single query mask (oracle) and of the
 greedy union (mean ± std over seeds, n), beside MM-Former's own ablation (Pascal-5i oracle with 10 /
-50 / 100 segmenters: 70.4 / 78.2 / 82.5; docs/proposals.md).
+50 / 100 segmenters: 70.4 / 78.2 / 82.5; docs/proposals.md). If DIR/query_collapse.csv exists
+(experiments/toyscenes/query_collapse.py) also the block "query-collapse": per model and inference
+mode (eval / dropout left on), queries predicting a class per image, the mean correlation between
+two queries' masks, and novel / all mIoU achieved and of the oracle.
 """
 from __future__ import annotations
 
@@ -32,6 +35,18 @@ def queries_of(method: str) -> int:
     return int(m.group(1))
 
 
+def collapse_table(df: pd.DataFrame) -> str:
+    lines = ["| model | queries | training dropout | iterations | inference | queries predicting a class / image "
+             "| mask correlation between queries | novel achieved | novel oracle | all achieved | all oracle |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in df.to_dict("records"):
+        lines.append(f"| {os.path.basename(str(r['run']).rstrip('/'))} | {r['queries']} | {r['dropout_cfg']:g} | "
+                     f"{r['iterations']} | {r['inference']} | {r['object_queries_per_image']:.1f} | {r['mask_corr']:.2f} | "
+                     f"{r['novel_achieved']:.1f} | {r['novel_oracle']:.1f} | {r['all_achieved']:.1f} | "
+                     f"{r['all_oracle']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def build(folder: str, doc: str = "") -> str:
     gap = pd.read_csv(os.path.join(folder, "oracle_gap.csv"))
     gap["queries"] = gap["method"].map(queries_of)
@@ -42,6 +57,12 @@ def build(folder: str, doc: str = "") -> str:
     text = "\n".join(lines) + "\n"
     if doc:
         replace_block(doc, "oracle-growth", text)
+    collapse_csv = os.path.join(folder, "query_collapse.csv")
+    if os.path.isfile(collapse_csv):
+        collapse = collapse_table(pd.read_csv(collapse_csv))
+        text += "\n" + collapse
+        if doc:
+            replace_block(doc, "query-collapse", collapse)
     return text
 
 

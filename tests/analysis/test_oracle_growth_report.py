@@ -40,3 +40,14 @@ def test_method_without_query_suffix_is_refused(tmp_path):
     _gap_csv(tmp_path, [("SimFormer", "split1", 1, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0)])
     with pytest.raises(ValueError, match="no -qN suffix"):
         oracle_growth_report.build(str(tmp_path))
+
+
+def test_query_collapse_block_from_its_csv(tmp_path):
+    _gap_csv(tmp_path, [("SimFormer-q64", "split1", 1, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0)])
+    cols = ["run", "queries", "dropout_cfg", "iterations", "inference", "object_queries_per_image", "mask_corr",
+            "novel_achieved", "novel_oracle", "all_achieved", "all_oracle"]
+    pd.DataFrame([("runs/x/q64_dropout0.1", 64, 0.1, 300, "eval", 0.0, 0.714, 0.84, 27.4, 6.19, 26.85)],
+                 columns=cols).to_csv(tmp_path / "query_collapse.csv", index=False)
+    doc = tmp_path / "doc.md"
+    oracle_growth_report.build(str(tmp_path), str(doc))
+    assert "| q64_dropout0.1 | 64 | 0.1 | 300 | eval | 0.0 | 0.71 | 0.8 | 27.4 | 6.2 | 26.9 |" in doc.read_text()
