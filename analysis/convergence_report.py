@@ -91,6 +91,15 @@ def probe_tables(folder: str) -> str:
                   for _, r in df.iterrows()]
         text += ("\nDecoder input map on the learning tests' fixed batch (FullyOracle, evaluated on the same images):\n\n"
                  + "\n".join(lines) + "\n")
+    drop = os.path.join(folder, "dropout_probe.csv")
+    if os.path.isfile(drop):
+        df = pd.read_csv(drop)
+        lines = ["| config | MODEL.MASK_FORMER.DROPOUT | images | steps | train mIoU all / base / novel (%) |",
+                 "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['config']} | {r['dropout']:g} | {r['images']} | {r['steps']} | {r['train_miou']:.1f} / "
+                  f"{r['train_base_miou']:.1f} / {r['train_novel_miou']:.1f} |" for _, r in df.iterrows()]
+        text += ("\nDecoder dropout on the learning tests' fixed batch and step budgets (evaluated on the same "
+                 "images):\n\n" + "\n".join(lines) + "\n")
     return text
 
 

@@ -10,11 +10,14 @@ probes measure how well an optimiser setting fits, not how it generalises:
 * ``decoder-map``: the learning tests' batch (2 images), 200 steps of FullyOracle with
   MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE res5 / res3 / res2 / pixel_embedding; the all-class
   mIoU on the same two images.
+* ``dropout``: the learning tests' batch and step budgets (FullyOracle 200 steps, SimFormer 100)
+  with the transformer decoder's MODEL.MASK_FORMER.DROPOUT at MaskFormer's 0.1 and at 0.0.
 
-    python experiments/toyscenes/fixed_batch_probe.py --out docs/results/convergence
+    python experiments/toyscenes/fixed_batch_probe.py --out docs/results/convergence [--probe NAME]
 
-writes ``clip_probe.csv`` and ``decoder_map_probe.csv`` there (one thread; about 15 minutes on a
-quiet 2-core machine). ``analysis/convergence_report.py`` puts them into docs/convergence.md.
+writes ``clip_probe.csv``, ``decoder_map_probe.csv`` and ``dropout_probe.csv`` there (one thread;
+about 25 minutes on a quiet 2-core machine). ``analysis/convergence_report.py`` puts them into
+docs/convergence.md.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(REPO, "configs", "toyscenes", "fully_oracle.yaml")
+CONFIGS = os.path.join(REPO, "configs", "toyscenes")
 FIT_OVERRIDES = [
     "INPUT.MIN_SIZE_TRAIN", "[128, 128]", "INPUT.CROP.ENABLED", "False", "INPUT.COLOR_AUG_SSD", "False",
     "INPUT.RANDOM_FLIP", "False", "SOLVER.CHECKPOINT_PERIOD", "0", "TEST.AUG.ENABLED", "False",
@@ -33,12 +36,13 @@ FIT_OVERRIDES = [
 ]
 
 
-def _train(images: int, iters: int, out: str, extra):
-    """FullyOracle on the first ``images`` generated training images, batch = all of them."""
+def _train(images: int, iters: int, out: str, extra, config: str = "fully_oracle.yaml"):
+    """``config`` (FullyOracle by default) on the first ``images`` generated training images, batch =
+    all of them."""
     from simformer.config import load_cfg
     from simformer.engine.trainer import Trainer
 
-    cfg = load_cfg(CONFIG, ["OUTPUT_DIR", out, "SOLVER.MAX_ITER", str(iters),
+    cfg = load_cfg(os.path.join(CONFIGS, config), ["OUTPUT_DIR", out, "SOLVER.MAX_ITER", str(iters),
                             "SOLVER.IMS_PER_BATCH", str(images), *FIT_OVERRIDES, *extra])
     trainer = Trainer(cfg)
     metrics = trainer.train()
@@ -49,8 +53,6 @@ def _train(images: int, iters: int, out: str, extra):
 
 def _damped_share(optimizer) -> float:
     """Share of parameter elements with sqrt(Adam v) < 10 x eps (the update is eps-dominated)."""
-    import torch
-
     damped = total = 0
     for group in optimizer.param_groups:
         eps = group["eps"]
@@ -98,10 +100,27 @@ def decoder_map_probe(work: str):
     return rows
 
 
+def dropout_probe(work: str):
+    _dataset(os.path.join(work, "data2"), 2)
+    rows = []
+    for config, steps in (("fully_oracle.yaml", 200), ("simformer.yaml", 100)):
+        for dropout in ("0.1", "0.0"):
+            _, metrics, _ = _train(2, steps, os.path.join(work, f"{config}_{dropout}"),
+                                   ["MODEL.MASK_FORMER.DROPOUT", dropout], config=config)
+            rows.append({"config": config, "dropout": float(dropout), "steps": steps, "images": 2,
+                         "train_miou": round(metrics["miou"], 1), "train_base_miou": round(metrics["base_miou"], 1),
+                         "train_novel_miou": round(metrics["novel_miou"], 1)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+PROBES = (("clip", clip_probe), ("decoder-map", decoder_map_probe), ("dropout", dropout_probe))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="folder for clip_probe.csv and decoder_map_probe.csv")
-    p.add_argument("--probe", choices=("clip", "decoder-map", "both"), default="both")
+    p.add_argument("--out", required=True, help="folder for the probes' CSV files")
+    p.add_argument("--probe", choices=[name for name, _ in PROBES] + ["all"], default="all")
     args = p.parse_args(argv)
     import pandas as pd
     import torch
@@ -113,8 +132,8 @@ def main(argv=None) -> int:
     os.environ["SIMFORMER_PROGRESS"] = "0"
     os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
-        for name, fn in (("clip", clip_probe), ("decoder-map", decoder_map_probe)):
-            if args.probe in (name, "both"):
+        for name, fn in PROBES:
+            if args.probe in (name, "all"):
                 path = os.path.join(args.out, f"{name.replace('-', '_')}_probe.csv")
                 with atomic_path(path) as tmp:
                     pd.DataFrame(fn(work)).to_csv(tmp, index=False)

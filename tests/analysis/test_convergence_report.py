@@ -58,3 +58,13 @@ def test_replace_block_keeps_prose_and_replaces_only_the_block(tmp_path):
     assert doc.read_text() == "before\n<!-- generated:t -->\nnew table\n<!-- /generated:t -->\nafter\n"
     replace_block(str(doc), "u", "other")
     assert doc.read_text().endswith("after\n\n<!-- generated:u -->\nother\n<!-- /generated:u -->\n")
+
+
+def test_dropout_probe_table_lists_each_row(tmp_path):
+    pd.DataFrame([("fully_oracle.yaml", 0.1, 200, 2, 68.8, 76.0, 39.7),
+                  ("fully_oracle.yaml", 0.0, 200, 2, 99.6, 99.7, 99.3)],
+                 columns=["config", "dropout", "steps", "images", "train_miou", "train_base_miou",
+                          "train_novel_miou"]).to_csv(tmp_path / "dropout_probe.csv", index=False)
+    text = convergence_report.probe_tables(str(tmp_path))
+    assert "| fully_oracle.yaml | 0.1 | 2 | 200 | 68.8 / 76.0 / 39.7 |" in text
+    assert "| fully_oracle.yaml | 0 | 2 | 200 | 99.6 / 99.7 / 99.3 |" in text
