@@ -90,9 +90,20 @@ def config_differences(cfg, saved_path: str) -> List[str]:
             old_v = "(absent)"
         if new_v is missing:
             new_v = "(absent)"
-        if old_v != new_v:
+        if old_v != new_v and not _same_file(old_v, new_v):
             diffs.append(f"{key}: {old_v!r} -> {new_v!r}")
     return diffs
+
+
+def _same_file(a, b) -> bool:
+    """Two path values naming the same existing file ("splits/x.json" given relative by one run and
+    absolute by a sweep), resolved as the runs resolve them (``simformer.config.resolve_path``)."""
+    from simformer.config import resolve_path
+
+    if not (isinstance(a, str) and isinstance(b, str) and a and b):
+        return False
+    a, b = resolve_path(a), resolve_path(b)
+    return os.path.isfile(a) and os.path.isfile(b) and os.path.samefile(a, b)
 
 
 def _run_files(folder: str) -> List[str]:

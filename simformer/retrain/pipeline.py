@@ -10,6 +10,7 @@ from typing import Optional
 
 from simformer.config import load_cfg
 from simformer.engine.checkpoint import Checkpointer
+from simformer.engine.run_folder import config_differences
 from simformer.engine.trainer import Trainer
 from simformer.utils import comm
 from simformer.utils.io import atomic_path, atomic_write_json
@@ -30,9 +31,10 @@ def adopt_stage1(source: str, stage1: str, cfg1) -> bool:
     if not all(os.path.isfile(os.path.join(source, f)) for f in ("model_final.pth", "metrics.json", "config.yaml")):
         logger.info("--stage1-from %s is not a finished run; training stage 1", source)
         return False
-    theirs = load_cfg(os.path.join(source, "config.yaml"), ["OUTPUT_DIR", cfg1.OUTPUT_DIR])
-    if theirs.dump() != cfg1.dump():
-        logger.warning("--stage1-from %s was trained with another config; training stage 1", source)
+    diffs = config_differences(cfg1, os.path.join(source, "config.yaml"))
+    if diffs:
+        logger.warning("--stage1-from %s was trained with another config (%s); training stage 1", source,
+                       "; ".join(diffs[:3]) + (" ..." if len(diffs) > 3 else ""))
         return False
     tmp = stage1 + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -81,6 +81,14 @@ def test_pipeline_reuses_a_finished_stage1_with_the_same_config(toy_env, tmp_pat
     other = load_cfg(config, opts + ["SOLVER.MAX_ITER", "3", "OUTPUT_DIR", str(tmp_path / "x" / "stage1")])
     assert not adopt_stage1(trained, str(tmp_path / "x" / "stage1"), other)
     assert not os.path.exists(tmp_path / "x" / "stage1")
+    # the same split file named by an absolute path (as a sweep passes it) is the same config
+    from simformer.config import resolve_path
+
+    split = load_cfg(config, opts).WEAKSHOT.SPLIT
+    absolute = os.path.abspath(resolve_path(split))
+    assert split and absolute != split
+    same = load_cfg(config, opts + ["WEAKSHOT.SPLIT", absolute, "OUTPUT_DIR", str(tmp_path / "y" / "stage1")])
+    assert adopt_stage1(trained, str(tmp_path / "y" / "stage1"), same)
     out = str(tmp_path / "pipe")
     run_pipeline(config, out, opts, stage1_from=trained)
     a = open(os.path.join(trained, "model_final.pth"), "rb").read()
