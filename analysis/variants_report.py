@@ -8,7 +8,7 @@ its stage-1 model (Welch t-test, two-sided, unpaired, ddof 1; Holm over the vari
 with one baseline, per metric). Writes DIR/tables.md (the full
 ``simformer stats`` tables), DIR/points_<metric>.png (methods on the x axis, every seed a dot, n
 under each bar) and, with --doc, the generated block "variants-tests": one row per variant with
-the differences, p-values and the novel mIoU relative to FullyOracle with the same decoder. With
+the differences, p-values and the novel mIoU relative to FullyOracle trained alike (oracle_of). With
 DIR/oracle_gap.csv (analysis/oracle_gap.py) also the block "variants-oracle-gap" (novel mIoU
 achieved vs the best single query mask, docs/proposals.md).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 import warnings
 
@@ -46,9 +47,15 @@ def baseline_of(method: str) -> str:
     return ""
 
 
-def oracle_of(method: str) -> str:
-    """FullyOracle with the same decoder: 'SimFormer+CMT+CrossRef' -> 'FullyOracle+CMT'."""
-    return "FullyOracle+CMT" if "+CMT" in method else "FullyOracle"
+def oracle_of(method: str, available=()) -> str:
+    """FullyOracle trained the same way: same decoder and same "-suffix" setting when that run exists
+    in ``available`` ('SimFormer-dropout0' -> 'FullyOracle-dropout0'), else the same decoder only
+    ('SimFormer+CMT+CrossRef' -> 'FullyOracle+CMT'; cross-reference and GF-SAM are weak-shot parts)."""
+    decoder = "FullyOracle+CMT" if "+CMT" in method else "FullyOracle"
+    suffix = re.search(r"(-[^+*]+)$", method)
+    if suffix and decoder + suffix.group(1) in set(available):
+        return decoder + suffix.group(1)
+    return decoder
 
 
 def _fmt(v: float, nd: int = 1) -> str:
@@ -80,7 +87,7 @@ def comparisons(df: pd.DataFrame) -> dict:
 
 def tests_block(df: pd.DataFrame, tables: dict) -> str:
     lines = ["| method | vs | n | novel mIoU | Δ novel | p novel | all mIoU | Δ all | p all | Δ HM | p HM "
-             "| novel / FullyOracle (same decoder) |",
+             "| novel / FullyOracle (trained alike) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     oracle_novel = df.groupby("method")["novel_miou"].mean()
     for method in pd.unique(df["method"]):
@@ -96,7 +103,7 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
         std = "" if math.isnan(nov["std"]) else f" ± {nov['std']:.1f}"
         all_r = row["miou"]
         all_std = "" if math.isnan(all_r["std"]) else f" ± {all_r['std']:.1f}"
-        oracle = oracle_of(method)
+        oracle = oracle_of(method, oracle_novel.index)
         rel = (f"{100 * nov['mean'] / oracle_novel[oracle]:.0f} % of {oracle}"
                if method.startswith("SimFormer") and oracle in oracle_novel.index else "")
         if method == base:

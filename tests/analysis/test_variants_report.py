@@ -27,6 +27,9 @@ def test_baselines_and_oracle():
     assert variants_report.baseline_of("SimFormerX") == ""
     assert variants_report.oracle_of("SimFormer+CMT+CrossRef") == "FullyOracle+CMT"
     assert variants_report.oracle_of("SimFormer+CrossRef") == "FullyOracle"
+    assert variants_report.oracle_of("SimFormer-dropout0", ["FullyOracle", "FullyOracle-dropout0"]) == \
+        "FullyOracle-dropout0"
+    assert variants_report.oracle_of("SimFormer-res3", ["FullyOracle", "FullyOracle-dropout0"]) == "FullyOracle"
 
 
 def test_block_matches_scipy_welch_with_holm(tmp_path):
