@@ -72,35 +72,33 @@ def plot_curves(curves: pd.DataFrame, series: str, ylabel: str, path: str, smoot
     plt.close(fig)
 
 
+def _csv_table(path: str, caption: str, header: str, row) -> str:
+    """``caption`` and a Markdown table of the CSV at ``path`` (one ``row(record)`` line per row);
+    "" when the file does not exist."""
+    if not os.path.isfile(path):
+        return ""
+    lines = [header, "|" + "|".join("---" if i == 0 else "---:" for i in range(header.count("|") - 1)) + "|"]
+    lines += [row(r) for _, r in pd.read_csv(path).iterrows()]
+    return f"\n{caption}:\n\n" + "\n".join(lines) + "\n"
+
+
 def probe_tables(folder: str) -> str:
     """The fixed-batch probes (experiments/toyscenes/fixed_batch_probe.py), when their CSVs exist."""
-    text = ""
-    clip = os.path.join(folder, "clip_probe.csv")
-    if os.path.isfile(clip):
-        df = pd.read_csv(clip)
-        lines = ["| setting | images | steps | total loss at the last step | parameters with sqrt(v) < 10 eps (%) |",
-                 "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['setting']} | {r['images']} | {r['steps']} | {r['total_loss']:.2f} | {r['damped_share_pct']:.1f} |"
-                  for _, r in df.iterrows()]
-        text += "\nGradient clipping on one fixed batch (suspect 4; FullyOracle, one seed):\n\n" + "\n".join(lines) + "\n"
-    dmap = os.path.join(folder, "decoder_map_probe.csv")
-    if os.path.isfile(dmap):
-        df = pd.read_csv(dmap)
-        lines = ["| TRANSFORMER_IN_FEATURE | images | steps | all-class train mIoU (%) |", "|---|---:|---:|---:|"]
-        lines += [f"| {r['transformer_in_feature']} | {r['images']} | {r['steps']} | {r['train_miou']:.1f} |"
-                  for _, r in df.iterrows()]
-        text += ("\nDecoder input map on the learning tests' fixed batch (FullyOracle, evaluated on the same images):\n\n"
-                 + "\n".join(lines) + "\n")
-    drop = os.path.join(folder, "dropout_probe.csv")
-    if os.path.isfile(drop):
-        df = pd.read_csv(drop)
-        lines = ["| config | MODEL.MASK_FORMER.DROPOUT | images | steps | train mIoU all / base / novel (%) |",
-                 "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['config']} | {r['dropout']:g} | {r['images']} | {r['steps']} | {r['train_miou']:.1f} / "
-                  f"{r['train_base_miou']:.1f} / {r['train_novel_miou']:.1f} |" for _, r in df.iterrows()]
-        text += ("\nDecoder dropout on the learning tests' fixed batch and step budgets (evaluated on the same "
-                 "images):\n\n" + "\n".join(lines) + "\n")
-    return text
+    return (
+        _csv_table(os.path.join(folder, "clip_probe.csv"),
+                   "Gradient clipping on one fixed batch (suspect 4; FullyOracle, one seed)",
+                   "| setting | images | steps | total loss at the last step | parameters with sqrt(v) < 10 eps (%) |",
+                   lambda r: f"| {r['setting']} | {r['images']} | {r['steps']} | {r['total_loss']:.2f} | "
+                             f"{r['damped_share_pct']:.1f} |")
+        + _csv_table(os.path.join(folder, "decoder_map_probe.csv"),
+                     "Decoder input map on the learning tests' fixed batch (FullyOracle, evaluated on the same images)",
+                     "| TRANSFORMER_IN_FEATURE | images | steps | all-class train mIoU (%) |",
+                     lambda r: f"| {r['transformer_in_feature']} | {r['images']} | {r['steps']} | {r['train_miou']:.1f} |")
+        + _csv_table(os.path.join(folder, "dropout_probe.csv"),
+                     "Decoder dropout on the learning tests' fixed batch and step budgets (evaluated on the same images)",
+                     "| config | MODEL.MASK_FORMER.DROPOUT | images | steps | train mIoU all / base / novel (%) |",
+                     lambda r: f"| {r['config']} | {r['dropout']:g} | {r['images']} | {r['steps']} | "
+                               f"{r['train_miou']:.1f} / {r['train_base_miou']:.1f} / {r['train_novel_miou']:.1f} |"))
 
 
 def build(folder: str, doc: str) -> str:

@@ -57,7 +57,6 @@ def probe(run: str, images: int) -> list:
     rows = []
     for dropout_on in (False, True):
         set_dropout(model, dropout_on)
-        frozen = {"train": model.train, "eval": model.eval}
         model.train = lambda mode=True: model  # analyze_proposals switches modes; keep ours
         model.eval = lambda: model
         torch.manual_seed(0)
@@ -66,7 +65,7 @@ def probe(run: str, images: int) -> list:
             torch.manual_seed(0)
             corr = mask_correlation(model, batches)
         finally:
-            model.train, model.eval = frozen["train"], frozen["eval"]
+            del model.train, model.eval  # the nn.Module methods again
         row = {"run": run, "queries": int(cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES),
                "dropout_cfg": float(cfg.MODEL.MASK_FORMER.DROPOUT), "iterations": int(cfg.SOLVER.MAX_ITER),
                "inference": "dropout on" if dropout_on else "eval",

@@ -10,8 +10,9 @@ Diagnostics of trained weights on a dataset (default: DATASETS.TEST[0] of the co
 
 Per class (base and novel): the achieved IoU of the prediction, the oracle IoU of the best single
 query mask per image (I/U summed over images where the class is present) and the IoU of the greedy
-union of query masks. Writes OUT/proposals.csv, OUT/metrics.json (base / novel / all means and the
-oracle gap = oracle - achieved) and OUT/proposals.png. Needs a model with mask proposals
+union of query masks. Writes OUT/proposals.csv, OUT/metrics.json (base / novel / all means, the
+oracle gap = oracle - achieved, and object_queries_per_image: queries whose most likely class is not
+"no object"; 0 = the classifier predicts nothing) and OUT/proposals.png. Needs a model with mask proposals
 (SimFormer / MaskFormer; not CAM).
 """
 
