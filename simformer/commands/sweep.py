@@ -63,7 +63,7 @@ def add_arguments(parser) -> None:
 def _print_plan(sweep, runs, args) -> None:
     import shlex
 
-    from simformer.sweeps import build_command, has_checkpoint, run_state
+    from simformer.sweeps import build_command, change_reason, has_checkpoint, run_state
 
     gpus = args.gpus_per_node or 1
     counts = {}
@@ -73,6 +73,8 @@ def _print_plan(sweep, runs, args) -> None:
         counts[state] = counts.get(state, 0) + 1
         shown = {"partial": "partial (resumable)", "changed": "changed (refused)"}.get(state, state)
         print(f"  [{shown}] {run.name}")
+        if state == "changed":
+            print(f"      {change_reason(run)}")
         if state not in ("done", "running"):
             nodes = args.nodes if args.executor != "local" else 1
             cmd = build_command(run, resume=has_checkpoint(run.run_dir), gpus=gpus, nodes=nodes,

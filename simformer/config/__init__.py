@@ -10,6 +10,7 @@ all problems of the file chain at once. YAML is read with ``safe_yaml`` (no code
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from typing import Iterable, Sequence
@@ -76,17 +77,27 @@ def _unknown_key_error(key: str, where: str) -> ConfigError:
 
 
 def _read_yaml(path: str) -> dict:
+    """The file's mapping (a fresh copy: callers pop ``_BASE_``). Each distinct text is parsed once
+    per process: a sweep resolves every run's config, most of them through the same ``_BASE_`` files."""
     if not os.path.isfile(path):
         raise ConfigError(f"Config file not found: {path}")
     with open(path) as f:
         text = f.read()
-    try:
-        data = load_yaml_text(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"Config file {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"Config file {path} must contain a mapping at top level.")
-    return data
+    data = _PARSED.get(text)
+    if data is None:
+        try:
+            data = load_yaml_text(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file {path} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"Config file {path} must contain a mapping at top level.")
+        if len(_PARSED) >= 256:
+            _PARSED.clear()
+        _PARSED[text] = data
+    return copy.deepcopy(data)
+
+
+_PARSED: dict = {}  # file text -> parsed mapping
 
 
 def _decode(value):

@@ -20,8 +20,7 @@ import os
 import shutil
 from typing import Dict, List, Optional, Tuple
 
-import yaml
-
+from simformer.config.compare import config_differences
 from simformer.utils.run_dir import RunLock, lock_run_dir, remove_stale_temps
 
 from .checkpoint import LAST
@@ -32,8 +31,6 @@ logger = logging.getLogger("simformer")
 # Other files (a sweep's stdout.log, sweep_run.json, FAILED, .lock) stay.
 RUN_FILES = ("config.yaml", "run_info.json", "log.txt", "metrics.jsonl", "metrics.json", "per_class_iou.csv",
              LAST, "model_*.pth", "events.out.tfevents.*", "figures")
-# Keys that may change between a run and its resumption: where it is written, how long ranks wait.
-NOT_COMPARED = ("OUTPUT_DIR", "DIST_TIMEOUT_S")
 
 _HELD: Dict[str, RunLock] = {}  # folder -> this process's lock on it
 
@@ -55,55 +52,6 @@ def release(folder: str) -> None:
     lock = _HELD.pop(os.path.realpath(folder), None)
     if lock is not None:
         lock.release()
-
-
-def _flat(node, prefix: str = "") -> Dict[str, object]:
-    out = {}
-    for k, v in (node or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(cfg, saved_path: str) -> List[str]:
-    """``KEY: saved -> new`` for every key whose value differs from ``saved_path`` (a config.yaml we
-    wrote). A key missing from the saved file (written by an older version) counts only when the
-    new value is not the default."""
-    from simformer.config import get_cfg
-
-    with open(saved_path) as f:
-        saved = _flat(yaml.safe_load(f))
-    new = _flat(yaml.safe_load(cfg.dump()))
-    default = _flat(yaml.safe_load(get_cfg().dump()))
-    missing = object()
-    diffs = []
-    for key in sorted(set(saved) | set(new)):
-        if key in NOT_COMPARED:
-            continue
-        old_v, new_v = saved.get(key, missing), new.get(key, missing)
-        if old_v is missing:
-            if new_v == default.get(key, missing):
-                continue
-            old_v = "(absent)"
-        if new_v is missing:
-            new_v = "(absent)"
-        if old_v != new_v and not _same_file(old_v, new_v):
-            diffs.append(f"{key}: {old_v!r} -> {new_v!r}")
-    return diffs
-
-
-def _same_file(a, b) -> bool:
-    """Two path values naming the same existing file ("splits/x.json" given relative by one run and
-    absolute by a sweep), resolved as the runs resolve them (``simformer.config.resolve_path``)."""
-    from simformer.config import resolve_path
-
-    if not (isinstance(a, str) and isinstance(b, str) and a and b):
-        return False
-    a, b = resolve_path(a), resolve_path(b)
-    return os.path.isfile(a) and os.path.isfile(b) and os.path.samefile(a, b)
 
 
 def _run_files(folder: str) -> List[str]:

@@ -8,20 +8,16 @@ import os
 import shutil
 from typing import Optional
 
-from simformer.config import load_cfg
+from simformer.config.compare import config_differences
 from simformer.engine.checkpoint import Checkpointer
-from simformer.engine.run_folder import config_differences
 from simformer.engine.trainer import Trainer
 from simformer.utils import comm
 from simformer.utils.io import atomic_path, atomic_write_json
 
+from . import LABELS, stage_configs
 from .pseudo_label import DONE, generate_pseudo_labels
 
 logger = logging.getLogger("simformer")
-
-
-def default_retrain_config(config: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(config)), "retrain.yaml")
 
 
 def adopt_stage1(source: str, stage1: str, cfg1) -> bool:
@@ -57,15 +53,12 @@ def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[
     labels made with another setting are refused, not mixed in.
     """
 
-    retrain_config = retrain_config or default_retrain_config(config)
-    stage1 = os.path.join(output, "stage1_train")
-    labels = os.path.join(output, "pseudo_labels")
-    stage2 = os.path.join(output, "stage2_retrain")
+    (cfg1, stage1), (cfg2, stage2) = stage_configs(config, output, opts, retrain_config=retrain_config)
+    labels = os.path.join(output, LABELS)
 
     def finished(d):
         return os.path.isfile(os.path.join(d, "model_final.pth")) and os.path.isfile(os.path.join(d, "metrics.json"))
 
-    cfg1 = load_cfg(config, list(opts) + ["OUTPUT_DIR", stage1])
     if not finished(stage1) and stage1_from and not os.path.exists(stage1) and comm.is_main_process():
         adopt_stage1(stage1_from, stage1, cfg1)
     comm.synchronize()
@@ -88,7 +81,6 @@ def run_pipeline(config: str, output: str, opts=(), *, retrain_config: Optional[
         raise RuntimeError(f"{labels} holds pseudo labels made with --refine {made_with}, not {refine}: use another "
                            f"--output, or delete {labels} to make them again")
 
-    cfg2 = load_cfg(retrain_config, list(opts) + ["OUTPUT_DIR", stage2, "WEAKSHOT.PSEUDO_LABEL_DIR", labels])
     if not finished(stage2):
         Trainer(cfg2, resume=os.path.isfile(os.path.join(stage2, "last_checkpoint"))).train()
     with open(os.path.join(stage2, "metrics.json")) as f:

@@ -6,9 +6,15 @@ running     another sweep process or job holds the run's lock (``flock`` on ``RU
 failed      ``FAILED`` present (exit code + log tail): reported, re-run only with ``retry_failed``
 partial     ``last_checkpoint`` present (in the folder or one level down): resumed with --resume
 new         none of these: started from scratch
-changed     ``sweep_run.json`` records a different command spec than the sweep file now gives:
-            refused (delete the folder, or its ``sweep_run.json`` to adopt the run as it is)
+changed     the run would now train with another config than it did: a saved ``config.yaml`` (the
+            run's; a pipeline's two stages') differs in some key from the sweep's config file as it
+            is today plus its overrides, or (no config saved yet) ``sweep_run.json`` records other
+            overrides; or another stage / retrain config / refinement. Refused, naming the keys.
 ==========  ===================================================================================
+
+Comparing resolved configs, not the sweep file's text, catches an edit of a shared base config
+(e.g. ``Base-ToyScenes.yaml``) under finished runs, and lets a sweep pin a key that moved to a new
+default (an override equal to what the run used) without invalidating its runs.
 """
 from __future__ import annotations
 
@@ -67,10 +73,55 @@ def read_record(run_dir: str) -> Optional[dict]:
         return None
 
 
-def is_changed(run: Run) -> bool:
-    """True if the run folder was made by the sweep with a different command spec."""
+def change_reason(run: Run) -> Optional[str]:
+    """Why the run's folder no longer matches what the sweep would run (module docstring), or None."""
     record = read_record(run.run_dir)
-    return record is not None and "fingerprint" in record and record["fingerprint"] != run.fingerprint
+    recorded = (record or {}).get("fingerprint")
+    if recorded is not None:
+        spec = {k: v for k, v in recorded.items() if k != "opts"}
+        now_spec = {k: v for k, v in run.fingerprint.items() if k != "opts"}
+        if spec != now_spec:
+            diffs = [f"{k}: {spec.get(k)!r} -> {now_spec.get(k)!r}" for k in sorted(set(spec) | set(now_spec))
+                     if spec.get(k) != now_spec.get(k)]
+            return "; ".join(diffs)
+    saved = [(cfg, path) for cfg, path in _resolved_configs(run) if os.path.isfile(path)]
+    if saved:
+        import yaml
+
+        from simformer.config.compare import config_differences
+
+        diffs = []
+        for cfg, path in saved:
+            try:
+                diffs += config_differences(cfg, path)
+            except (OSError, yaml.YAMLError) as e:
+                return f"{path} unreadable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        return _shorten(diffs) if diffs else None
+    if recorded is not None and recorded != run.fingerprint:
+        return f"opts: {recorded.get('opts')!r} -> {run.fingerprint.get('opts')!r}"
+    return None
+
+
+def is_changed(run: Run) -> bool:
+    """True if the run folder no longer matches what the sweep would run (:func:`change_reason`)."""
+    return change_reason(run) is not None
+
+
+def _resolved_configs(run: Run):
+    """``[(cfg, saved config.yaml path)]`` the run trains with: its own, or a pipeline's two stages."""
+    from simformer.config import load_cfg
+
+    opts = list(run.opts)
+    if run.stage == "pipeline":
+        from simformer.retrain import stage_configs
+
+        return [(cfg, os.path.join(folder, "config.yaml"))
+                for cfg, folder in stage_configs(run.config, run.run_dir, opts, retrain_config=run.retrain_config)]
+    return [(load_cfg(run.config, opts + ["OUTPUT_DIR", run.run_dir]), os.path.join(run.run_dir, "config.yaml"))]
+
+
+def _shorten(diffs: List[str], keep: int = 3) -> str:
+    return "; ".join(diffs[:keep]) + (f"; ... ({len(diffs) - keep} more)" if len(diffs) > keep else "")
 
 
 def try_lock(run_dir: str, *, tries: int = 1) -> Optional[int]:
@@ -139,15 +190,15 @@ def failure_reason(run_dir: str) -> str:
 
 def check_not_changed(runs: Sequence[Run], sweep_path: str = "sweep") -> None:
     """Raise :class:`SweepError` listing runs whose folder holds a different spec."""
-    changed = [r for r in runs if is_changed(r)]
+    changed = [(r, reason) for r in runs for reason in [change_reason(r)] if reason is not None]
     if changed:
-        lines = "\n".join(f"  {r.name}: {r.run_dir}" for r in changed[:10])
+        lines = "\n".join(f"  {r.name}: {r.run_dir}\n    {reason}" for r, reason in changed[:10])
         more = f"\n  ... and {len(changed) - 10} more" if len(changed) > 10 else ""
         raise SweepError(
-            f"{sweep_path}: {len(changed)} run folder(s) were made with a different command (config, "
-            f"overrides or stage) than the sweep file now gives:\n{lines}{more}\n"
-            f"Delete those folders to rerun them, restore the sweep file, or delete their {RECORD_FILE} "
-            "to keep them as they are.")
+            f"{sweep_path}: {len(changed)} run folder(s) were made with another config, overrides or stage "
+            f"than the sweep (and the config files it names) now gives:\n{lines}{more}\n"
+            "Move those folders aside to rerun them, or pin the keys to the runs' values in the sweep "
+            "file's opts to keep them.")
 
 
 def now() -> str:

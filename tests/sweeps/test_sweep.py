@@ -376,6 +376,56 @@ def test_changed_spec_is_refused(env):
     assert S.run_state(changed.runs[0]) == "done"
 
 
+def _save_config(run, stage_dir=None):
+    """What the trainer writes into its folder: the resolved config.yaml."""
+    folder = run.run_dir if stage_dir is None else os.path.join(run.run_dir, stage_dir)
+    config = run.config if stage_dir != "stage2_retrain" else run.retrain_config
+    extra = []
+    if stage_dir == "stage2_retrain":
+        extra = ["WEAKSHOT.PSEUDO_LABEL_DIR", os.path.join(run.run_dir, "pseudo_labels")]
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.yaml"), "w") as f:
+        f.write(load_cfg(config, list(run.opts) + ["OUTPUT_DIR", folder] + extra).dump())
+
+
+def test_edited_base_config_marks_finished_runs_changed_and_a_pin_keeps_them(env):
+    path = env.write(SMALL)
+    sweep = S.load_sweep(path)
+    S.run_local(sweep.runs[:1], runner=env.runner, log=quiet)
+    _save_config(sweep.runs[0])
+    assert S.run_state(sweep.runs[0]) == "done"
+    # The shared base config changes under the finished run: same sweep file, another resolved config.
+    (env.tmp / "base.yaml").write_text("SOLVER:\n  MAX_ITER: 12\n")
+    edited = S.load_sweep(path)
+    assert S.run_state(edited.runs[0]) == "changed"
+    assert S.change_reason(edited.runs[0]) == "SOLVER.MAX_ITER: 10 -> 12"
+    with pytest.raises(S.SweepError, match="SOLVER.MAX_ITER: 10 -> 12"):
+        S.run_local(edited.runs, runner=env.runner, log=quiet)
+    # Pinning the run's value in the sweep's opts changes the sweep file's text but not the config.
+    env.write(SMALL.replace("seeds: [1, 2]", "seeds: [1, 2]\nopts: {SOLVER.MAX_ITER: 10}"))
+    pinned = S.load_sweep(path)
+    assert S.change_reason(pinned.runs[0]) is None and S.run_state(pinned.runs[0]) == "done"
+
+
+def test_pipeline_runs_compare_both_stage_configs(env):
+    (env.tmp / "retrain.yaml").write_text("_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.002\n")
+    path = env.write(f"""
+        name: p
+        output: runs
+        base_config: base.yaml
+        methods:
+          "SimFormer*": {{stage: pipeline, retrain_config: retrain.yaml}}
+        splits: [{SPLIT1}]
+        seeds: [1]
+        """)
+    run = S.load_sweep(path).runs[0]
+    for stage in ("stage1_train", "stage2_retrain"):
+        _save_config(run, stage)
+    assert S.change_reason(run) is None
+    (env.tmp / "retrain.yaml").write_text("_BASE_: base.yaml\nSOLVER:\n  BASE_LR: 0.003\n")
+    assert S.change_reason(S.load_sweep(path).runs[0]) == "SOLVER.BASE_LR: 0.002 -> 0.003"
+
+
 GRACE_S = 10
 
 
