@@ -34,6 +34,11 @@ def add_arguments(parser) -> None:
                         help="run only runs whose name matches this shell pattern, e.g. 'SimFormer/*/seed1' "
                              "(repeatable; results.csv still covers the whole sweep)")
     parser.add_argument("--retry-failed", action="store_true", help="run again the runs that have a FAILED file")
+    parser.add_argument("--adopt", action="append", metavar="DIR", default=None,
+                        help="before running (or with --collect, instead), copy into each new training run a "
+                             "finished run found under DIR (e.g. another sweep's output) whose config.yaml "
+                             "equals the run's config, seed included, instead of training it again "
+                             "(repeatable; docs/sweeps.md)")
     parser.add_argument("--collect", action="store_true", help="run nothing; write OUTPUT/results.csv and the summary")
     parser.add_argument("--output", "--out", dest="output", default=None, metavar="DIR",
                         help="override the sweep file's output folder (alias --out)")
@@ -101,12 +106,17 @@ def run(args) -> int:
     from simformer.sweeps import SweepError, collect_and_write, load_sweep, run_local, run_submitit
 
     sweep = load_sweep(args.sweep, output=args.output)
-    if args.collect:
-        collect_and_write(sweep)
-        return 0
     runs = sweep.select(args.only)
     if args.dry_run:
         _print_plan(sweep, runs, args)
+        return 0
+    if args.adopt:
+        from simformer.sweeps.adopt import adopt_finished
+
+        adopted = adopt_finished(runs, args.adopt)
+        print(f"adopted {len(adopted)} finished run(s) from {', '.join(args.adopt)}")
+    if args.collect:
+        collect_and_write(sweep)
         return 0
     gpus = args.gpus_per_node if args.gpus_per_node is not None else 1
     if gpus < 0 or args.nodes < 1:

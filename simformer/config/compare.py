@@ -13,7 +13,7 @@ NOT_COMPARED = ("OUTPUT_DIR", "DIST_TIMEOUT_S")
 
 # libyaml's loader when PyYAML has it (a sweep compares every run's config.yaml). The files read
 # here are config.yaml files a run wrote with safe_dump; loading them is safe_load either way.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _flat(node, prefix: str = "") -> Dict[str, object]:
@@ -32,8 +32,8 @@ def config_differences(cfg, saved_path: str) -> List[str]:
     wrote). A key missing from the saved file (written by an older version) counts only when the
     new value is not the default."""
     with open(saved_path) as f:
-        saved = _flat(yaml.load(f, Loader=_LOADER))
-    new = _flat(yaml.load(cfg.dump(), Loader=_LOADER))
+        saved = _flat(yaml.load(f, Loader=SAFE_LOADER))
+    new = _flat(yaml.load(cfg.dump(), Loader=SAFE_LOADER))
     default = _default_flat()
     missing = object()
     diffs = []
@@ -56,7 +56,7 @@ def config_differences(cfg, saved_path: str) -> List[str]:
 def _default_flat() -> Dict[str, object]:
     from simformer.config import get_cfg
 
-    return _flat(yaml.load(get_cfg().dump(), Loader=_LOADER))
+    return _flat(yaml.load(get_cfg().dump(), Loader=SAFE_LOADER))
 
 
 def _same_file(a, b) -> bool:

@@ -74,15 +74,19 @@ def child_env(devices: Optional[Sequence[str]] = None, base: Optional[dict] = No
     return env
 
 
-def write_record(run: Run, command: Sequence[str], resume: bool) -> None:
+def write_record(run: Run, command: Sequence[str], resume: bool, adopted_from: Optional[str] = None) -> None:
+    """sweep_run.json: the run's spec and this attempt (or, with ``adopted_from``, the folder copied)."""
     from simformer.utils.io import atomic_write_json
 
     old = read_record(run.run_dir) or {}
-    atomic_write_json(os.path.join(run.run_dir, RECORD_FILE), {
+    record = {
         "name": run.name, "method": run.method, "split": run.split, "seed": run.seed, "params": run.params,
         "fingerprint": run.fingerprint, "command": list(command), "resume": resume,
         "attempts": int(old.get("attempts", 0)) + 1, "started": now(),
-    })
+    }
+    if adopted_from:
+        record["adopted_from"] = adopted_from
+    atomic_write_json(os.path.join(run.run_dir, RECORD_FILE), record)
 
 
 def open_log(run: Run, command: Sequence[str], log_name: str = LOG_FILE):

@@ -3,13 +3,12 @@ jitter: every iteration sees exactly this batch), evaluated on the same two imag
 
 * MaskFormer can overfit such a batch with an optimiser set for fitting (frozen backbone, lr 3e-3,
   no clipping, no dropout): tests/engine/test_trainer.py.
-* The ToyScenes recipe (configs/toyscenes/, its own solver settings) with the transformer
-  decoder's dropout off (``RECIPE_CANDIDATE``, Mask2Former's 0.0 instead of MaskFormer's 0.1) fits
-  the batch: train-batch mIoU >= 90 within 200 / 100 steps (about 75 / 50 s of CPU each), for MaskFormer
-  (FullyOracle) and SimFormer. With the recipe's 0.1 neither does (FullyOracle 68.8 after 200
-  steps, SimFormer 46 after 100: docs/convergence.md, ``experiments/toyscenes/fixed_batch_probe.py
-  --probe dropout``): trained with dropout, queries that start identical are told apart by its
-  noise alone (docs/proposals.md). The override is a no-op once Base-ToyScenes.yaml takes 0.0.
+* The ToyScenes recipe (configs/toyscenes/, its own solver settings) fits the batch: train-batch
+  mIoU >= 90 within 200 / 100 steps (about 75 / 50 s of CPU each), for MaskFormer (FullyOracle) and
+  SimFormer. With MaskFormer's decoder dropout 0.1, the recipe until 2026-12-01, neither does
+  (FullyOracle 68.8 after 200 steps, SimFormer 46 after 100: docs/convergence.md,
+  ``experiments/toyscenes/fixed_batch_probe.py --probe dropout``): trained with dropout, queries that
+  start identical are told apart by its noise alone (docs/proposals.md). The recipe now has 0.0.
 * Weak-shot transfer: with the recipe, SimFormer's novel-class IoU on the training images (whose
   novel classes never had masks) rises above the proposal-only model's.
 """
@@ -23,7 +22,6 @@ from simformer.data.datasets.toyscenes import generate_toyscenes
 from simformer.engine.trainer import Trainer
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes")
-RECIPE_CANDIDATE = ["MODEL.MASK_FORMER.DROPOUT", "0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +51,12 @@ def train_on_batch(config: str, out, iters: int, *extra) -> dict:
 
 
 def test_recipe_maskformer_fits_one_batch(batch_env, tmp_path):
-    res = train_on_batch("fully_oracle.yaml", tmp_path / "oracle", 200, *RECIPE_CANDIDATE)
+    res = train_on_batch("fully_oracle.yaml", tmp_path / "oracle", 200)
     assert res["miou"] >= 90.0, res
 
 
 def test_recipe_simformer_fits_one_batch(batch_env, tmp_path):
-    res = train_on_batch("simformer.yaml", tmp_path / "simformer", 100, *RECIPE_CANDIDATE)
+    res = train_on_batch("simformer.yaml", tmp_path / "simformer", 100)
     assert res["miou"] >= 90.0, res
 
 

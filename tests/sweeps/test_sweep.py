@@ -426,6 +426,33 @@ def test_pipeline_runs_compare_both_stage_configs(env):
     assert S.change_reason(S.load_sweep(path).runs[0]) == "SOLVER.BASE_LR: 0.002 -> 0.003"
 
 
+def test_adopt_copies_a_finished_run_with_the_same_config_only(env):
+    from simformer.sweeps.adopt import adopt_finished
+
+    other = S.load_sweep(env.write(SMALL.replace("output: runs", "output: other"), "other.yaml"))
+    S.run_local(other.runs[:1], runner=env.runner, log=quiet)  # Good seed 1, finished elsewhere
+    _save_config(other.runs[0])
+    mine = S.load_sweep(env.write(SMALL.replace("Good: {}", "Renamed: {}").replace(
+        "Bad: {config: bad.yaml}", "Longer: {opts: {SOLVER.MAX_ITER: 11}}")))
+    seed1, seed2, longer1, _ = mine.runs
+    assert (seed1.name, seed2.name, longer1.name) == ("Renamed/split1/seed1", "Renamed/split1/seed2",
+                                                      "Longer/split1/seed1")
+    logged = []
+    adopted = adopt_finished(mine.runs, [str(env.tmp / "other")], log=logged.append)
+    assert adopted == {seed1.name: other.runs[0].run_dir}  # another seed or budget is another config
+    assert S.run_state(seed1) == "done" and S.run_state(seed2) == "new" and S.run_state(longer1) == "new"
+    assert logged == [f"[adopt] {seed1.name} <- {other.runs[0].run_dir} (same config)"]
+    assert calls(seed1) == calls(other.runs[0])  # the copy, not a new training
+    with open(os.path.join(seed1.run_dir, "metrics.json")) as f, \
+            open(os.path.join(other.runs[0].run_dir, "metrics.json")) as g:
+        assert json.load(f) == json.load(g)
+    record = S.read_record(seed1.run_dir)
+    assert record["adopted_from"] == other.runs[0].run_dir and record["fingerprint"] == seed1.fingerprint
+    assert not os.path.exists(os.path.join(seed1.run_dir, "stdout.log"))  # the sweep's log is not copied
+    assert S.change_reason(seed1) is None
+    assert adopt_finished(mine.runs, [str(env.tmp / "other")]) == {}  # done now: nothing more to adopt
+
+
 GRACE_S = 10
 
 

@@ -1,0 +1,106 @@
+"""``simformer sweep FILE --adopt DIR``: a new training run of the sweep takes a finished run found
+under DIR (another sweep's output, say) whose saved config.yaml equals the config this run would
+train with (seed and split included; only OUTPUT_DIR may differ), instead of training it again.
+
+Training is deterministic for a given config, seed and thread count (README, "What a run depends
+on"), so the copy is the run the sweep would have made with that thread count; the folder keeps
+the source's run_info.json (commit, threads, versions) and its sweep_run.json names the source
+(``adopted_from``). Files are copied one by one through a temp name, metrics.json last, under the
+run's lock, so an interrupted adoption leaves the run "new" and a parallel sweep skips it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .spec import Run
+from .state import FAILED_FILE, LOCK_FILE, RECORD_FILE, run_state, try_lock, unlock
+
+# What a sweep (not the training) put into a run folder: not carried over.
+_NOT_COPIED = {LOCK_FILE, RECORD_FILE, FAILED_FILE, "stdout.log"}
+
+
+def finished_runs_under(root: str) -> List[str]:
+    """Folders under ``root`` holding a finished training (metrics.json, model_final.pth and
+    config.yaml), moved-aside ``.old-*`` folders and a pipeline's stage folders excluded."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if ".old-" not in d and not d.startswith("."))
+        if {"metrics.json", "model_final.pth", "config.yaml"} <= set(files) and \
+                not os.path.isdir(os.path.join(folder, "stage1_train")):
+            found.append(folder)
+            dirs[:] = []
+    return found
+
+
+def find_same_config(run: Run, candidates: Sequence[str]) -> Optional[str]:
+    """The first candidate folder whose config.yaml equals ``run``'s resolved config, or None."""
+    from simformer.config import load_cfg
+    from simformer.config.compare import config_differences
+
+    cfg = load_cfg(run.config, list(run.opts) + ["OUTPUT_DIR", run.run_dir])
+    mine = os.path.realpath(run.run_dir)
+    for folder in candidates:
+        if os.path.realpath(folder) != mine and not config_differences(cfg, os.path.join(folder, "config.yaml")):
+            return folder
+    return None
+
+
+def _saved_seed(folder: str) -> Optional[int]:
+    import yaml
+
+    from simformer.config.compare import SAFE_LOADER
+
+    try:
+        with open(os.path.join(folder, "config.yaml")) as f:
+            return int((yaml.load(f, Loader=SAFE_LOADER) or {}).get("SEED"))
+    except (OSError, yaml.YAMLError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _copy_run(source: str, run_dir: str) -> None:
+    """Every file of ``source`` except the sweep's own, each via temp + rename, metrics.json last."""
+    files = []
+    for folder, dirs, names in os.walk(source):
+        dirs.sort()
+        rel = os.path.relpath(folder, source)
+        files += [os.path.normpath(os.path.join(rel, n)) for n in sorted(names)
+                  if not (rel == "." and n in _NOT_COPIED) and not n.startswith(".tmp-")]
+    files.sort(key=lambda f: f == "metrics.json")
+    for rel in files:
+        target = os.path.join(run_dir, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(target), f".tmp-adopt-{os.path.basename(target)}")
+        shutil.copy2(os.path.join(source, rel), tmp)
+        os.replace(tmp, target)
+
+
+def adopt_finished(runs: Sequence[Run], sources: Sequence[str], log: Callable[[str], None] = print) -> Dict[str, str]:
+    """Adopt, for every new training run of ``runs``, a finished run with the same config found under
+    ``sources``; returns {run name: source folder}."""
+    from .launch import write_record
+
+    candidates = [f for root in sources for f in finished_runs_under(root)]
+    seeds = {f: _saved_seed(f) for f in candidates}  # a cheap first filter
+    adopted: Dict[str, str] = {}
+    for run in runs:
+        if run.stage != "train" or run_state(run) != "new":
+            continue
+        leftovers = [n for n in os.listdir(run.run_dir) if n not in _NOT_COPIED] if os.path.isdir(run.run_dir) else []
+        if leftovers:  # an attempt that died before its first checkpoint: it trains again instead
+            continue
+        source = find_same_config(run, [f for f in candidates if seeds[f] == run.seed])
+        if source is None:
+            continue
+        fd = try_lock(run.run_dir)
+        if fd is None:  # another sweep process took it meanwhile
+            continue
+        try:
+            _copy_run(source, run.run_dir)
+            write_record(run, [], resume=False, adopted_from=os.path.abspath(source))
+        finally:
+            unlock(fd)
+        adopted[run.name] = source
+        log(f"[adopt] {run.name} <- {source} (same config)")
+    return adopted
