@@ -13,6 +13,7 @@ from simformer.engine.checkpoint import Checkpointer
 from simformer.engine.trainer import Trainer
 from simformer.utils import comm
 from simformer.utils.io import atomic_path, atomic_write_json
+from simformer.utils.run_dir import SWEEP_FILES
 
 from . import LABELS, stage_configs
 from .pseudo_label import DONE, generate_pseudo_labels
@@ -34,7 +35,7 @@ def adopt_stage1(source: str, stage1: str, cfg1) -> bool:
         return False
     tmp = stage1 + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".lock", "sweep_run.json", "stdout.log", "FAILED"))
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*SWEEP_FILES))
     os.replace(tmp, stage1)
     logger.info("Stage 1 = finished run %s (same config), copied to %s", source, stage1)
     return True

@@ -9,7 +9,8 @@ from .launch import LOG_FILE, RUNNER_ENV, build_command, child_env, default_runn
 from .slurm import SweepJob, make_executor, run_submitit
 from .spec import METRIC_COLUMNS, RESULT_COLUMNS, STAGES, Run, Sweep, SweepError, load_sweep
 from .state import (FAILED_FILE, LOCK_FILE, RECORD_FILE, STATES, SweepReport, change_reason, check_not_changed,
-                    failure_reason, has_checkpoint, is_changed, is_done, is_running, plan, read_record, run_state, try_lock, unlock)
+                    failure_reason, has_checkpoint, is_changed, is_done, is_running, plan, read_record, run_state,
+                    try_lock, unlock)
 
 __all__ = [
     "collect", "collect_and_write", "summary_table", "write_results",
@@ -17,5 +18,6 @@ __all__ = [
     "SweepJob", "make_executor", "run_submitit",
     "METRIC_COLUMNS", "RESULT_COLUMNS", "STAGES", "Run", "Sweep", "SweepError", "load_sweep",
     "FAILED_FILE", "LOCK_FILE", "RECORD_FILE", "STATES", "SweepReport", "change_reason", "check_not_changed",
-    "failure_reason", "has_checkpoint", "is_changed", "is_done", "is_running", "plan", "read_record", "run_state", "try_lock", "unlock",
+    "failure_reason", "has_checkpoint", "is_changed", "is_done", "is_running", "plan", "read_record", "run_state",
+    "try_lock", "unlock",
 ]

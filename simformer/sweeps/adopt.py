@@ -14,11 +14,11 @@ import os
 import shutil
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .spec import Run
-from .state import FAILED_FILE, LOCK_FILE, RECORD_FILE, run_state, try_lock, unlock
+from simformer.retrain import STAGE1
+from simformer.utils.run_dir import SWEEP_FILES
 
-# What a sweep (not the training) put into a run folder: not carried over.
-_NOT_COPIED = {LOCK_FILE, RECORD_FILE, FAILED_FILE, "stdout.log"}
+from .spec import Run
+from .state import resolved_configs, run_state, try_lock, unlock
 
 
 def finished_runs_under(root: str) -> List[str]:
@@ -28,7 +28,7 @@ def finished_runs_under(root: str) -> List[str]:
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if ".old-" not in d and not d.startswith("."))
         if {"metrics.json", "model_final.pth", "config.yaml"} <= set(files) and \
-                not os.path.isdir(os.path.join(folder, "stage1_train")):
+                not os.path.isdir(os.path.join(folder, STAGE1)):
             found.append(folder)
             dirs[:] = []
     return found
@@ -36,10 +36,9 @@ def finished_runs_under(root: str) -> List[str]:
 
 def find_same_config(run: Run, candidates: Sequence[str]) -> Optional[str]:
     """The first candidate folder whose config.yaml equals ``run``'s resolved config, or None."""
-    from simformer.config import load_cfg
     from simformer.config.compare import config_differences
 
-    cfg = load_cfg(run.config, list(run.opts) + ["OUTPUT_DIR", run.run_dir])
+    (cfg, _), = resolved_configs(run)
     mine = os.path.realpath(run.run_dir)
     for folder in candidates:
         if os.path.realpath(folder) != mine and not config_differences(cfg, os.path.join(folder, "config.yaml")):
@@ -66,7 +65,7 @@ def _copy_run(source: str, run_dir: str) -> None:
         dirs.sort()
         rel = os.path.relpath(folder, source)
         files += [os.path.normpath(os.path.join(rel, n)) for n in sorted(names)
-                  if not (rel == "." and n in _NOT_COPIED) and not n.startswith(".tmp-")]
+                  if not (rel == "." and n in SWEEP_FILES) and not n.startswith(".tmp-")]
     files.sort(key=lambda f: f == "metrics.json")
     for rel in files:
         target = os.path.join(run_dir, rel)
@@ -87,8 +86,8 @@ def adopt_finished(runs: Sequence[Run], sources: Sequence[str], log: Callable[[s
     for run in runs:
         if run.stage != "train" or run_state(run) != "new":
             continue
-        leftovers = [n for n in os.listdir(run.run_dir) if n not in _NOT_COPIED] if os.path.isdir(run.run_dir) else []
-        if leftovers:  # an attempt that died before its first checkpoint: it trains again instead
+        # files of an attempt that died before its first checkpoint: that run trains again instead
+        if os.path.isdir(run.run_dir) and set(os.listdir(run.run_dir)) - set(SWEEP_FILES):
             continue
         source = find_same_config(run, [f for f in candidates if seeds[f] == run.seed])
         if source is None:

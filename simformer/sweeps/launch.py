@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from simformer.utils.env import checkout_root
+from simformer.utils.run_dir import SWEEP_LOG_FILE
 from simformer.utils.run_dir import LOCK_FD_ENV, stop_on_signals
 from simformer.utils.threads import child_thread_env
 
@@ -20,7 +21,7 @@ from .spec import Run, SweepError
 from .state import FAILED_FILE, RECORD_FILE, SweepReport, now, plan_and_log, is_done, read_record, try_lock, unlock
 
 
-LOG_FILE = "stdout.log"
+LOG_FILE = SWEEP_LOG_FILE
 LOG_TAIL_LINES = 40
 # Environment variable: a command prefix used instead of ``python -m simformer`` (tests, wrappers).
 RUNNER_ENV = "SIMFORMER_SWEEP_RUNNER"

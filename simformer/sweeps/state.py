@@ -25,13 +25,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from simformer.utils.run_dir import LOCK_FILE as RUN_LOCK_FILE
+from simformer.utils.run_dir import SWEEP_FAILED_FILE, SWEEP_RECORD_FILE
+
 from .spec import Run, SweepError
 
 
 STATES = ("done", "running", "partial", "failed", "new", "changed")
-FAILED_FILE = "FAILED"
-LOCK_FILE = ".lock"
-RECORD_FILE = "sweep_run.json"
+FAILED_FILE, LOCK_FILE, RECORD_FILE = SWEEP_FAILED_FILE, RUN_LOCK_FILE, SWEEP_RECORD_FILE
 
 
 @dataclass
@@ -84,7 +85,7 @@ def change_reason(run: Run) -> Optional[str]:
             diffs = [f"{k}: {spec.get(k)!r} -> {now_spec.get(k)!r}" for k in sorted(set(spec) | set(now_spec))
                      if spec.get(k) != now_spec.get(k)]
             return "; ".join(diffs)
-    saved = [(cfg, path) for cfg, path in _resolved_configs(run) if os.path.isfile(path)]
+    saved = [(cfg, path) for cfg, path in resolved_configs(run) if os.path.isfile(path)]
     if saved:
         import yaml
 
@@ -107,7 +108,7 @@ def is_changed(run: Run) -> bool:
     return change_reason(run) is not None
 
 
-def _resolved_configs(run: Run):
+def resolved_configs(run: Run):
     """``[(cfg, saved config.yaml path)]`` the run trains with: its own, or a pipeline's two stages."""
     from simformer.config import load_cfg
 
@@ -190,7 +191,11 @@ def failure_reason(run_dir: str) -> str:
 
 def check_not_changed(runs: Sequence[Run], sweep_path: str = "sweep") -> None:
     """Raise :class:`SweepError` listing runs whose folder holds a different spec."""
-    changed = [(r, reason) for r in runs for reason in [change_reason(r)] if reason is not None]
+    _refuse_changed([(r, reason) for r in runs for reason in [change_reason(r)] if reason is not None], sweep_path)
+
+
+def _refuse_changed(changed: Sequence[Tuple[Run, str]], sweep_path: str = "sweep") -> None:
+    """Raise :class:`SweepError` naming the ``(run, change reason)`` pairs, if there are any."""
     if changed:
         lines = "\n".join(f"  {r.name}: {r.run_dir}\n    {reason}" for r, reason in changed[:10])
         more = f"\n  ... and {len(changed) - 10} more" if len(changed) > 10 else ""
@@ -207,8 +212,8 @@ def now() -> str:
 
 def plan(runs: Sequence[Run], *, retry_failed: bool = False) -> Tuple[List[Tuple[Run, bool]], SweepReport]:
     """Split ``runs`` into what to launch ``[(run, resume)]`` and what is already settled
-    (done -> skipped, failed and not retried -> failed)."""
-    todo, report = [], SweepReport()
+    (done -> skipped, failed and not retried -> failed); any changed run refuses them all, listed."""
+    todo, report, changed = [], SweepReport(), []
     for run in runs:
         state = run_state(run)
         if state == "done":
@@ -218,15 +223,15 @@ def plan(runs: Sequence[Run], *, retry_failed: bool = False) -> Tuple[List[Tuple
         elif state == "failed" and not retry_failed:
             report.failed[run.name] = failure_reason(run.run_dir) + " (earlier attempt; --retry-failed reruns it)"
         elif state == "changed":
-            check_not_changed([run])
+            changed.append((run, change_reason(run)))
         else:
             todo.append((run, has_checkpoint(run.run_dir)))
+    _refuse_changed(changed)
     return todo, report
 
 
 def plan_and_log(runs, retry_failed: bool, log):
     """Refuse changed runs, split the rest into to-do / skipped / busy and log the skipped ones."""
-    check_not_changed(runs)
     todo, report = plan(runs, retry_failed=retry_failed)
     for name in report.skipped:
         log(f"[skip] {name}: done")

@@ -28,6 +28,10 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 LOCK_FILE = ".lock"
 LOCK_FD_ENV = "SIMFORMER_RUN_LOCK_FD"
+# What a sweep (simformer/sweeps) keeps in a run folder beside the training's own files. Copying a
+# finished run (a pipeline's --stage1-from, a sweep's --adopt) leaves them and the lock behind.
+SWEEP_RECORD_FILE, SWEEP_LOG_FILE, SWEEP_FAILED_FILE = "sweep_run.json", "stdout.log", "FAILED"
+SWEEP_FILES = (LOCK_FILE, SWEEP_RECORD_FILE, SWEEP_LOG_FILE, SWEEP_FAILED_FILE)
 # atomic_path's temporaries: tempfile.mkstemp(prefix=".tmp-") = ".tmp-" + 8 characters of
 # [a-z0-9_] + the target's extension.
 TEMP_PATTERN = re.compile(r"^\.tmp-[a-z0-9_]{8}(\.[A-Za-z0-9]{1,10})?$")
