@@ -3,8 +3,9 @@
     python analysis/toyscenes_report.py docs/results/toyscenes_main/results.csv \
         --out docs/results/toyscenes_main --doc docs/results-toyscenes.md
 
-Writes OUT/tables.md (Table 1, Table 2, Table 5, significance, point loss), OUT/bars_*.png and,
-with --doc, the generated "summary" block of that document (mean ± std, n, per method). Methods
+Writes OUT/tables.md (Table 1, Table 2 and its ordering, Table 5, significance, point loss),
+OUT/bars_*.png and, with --doc, the generated "summary" (mean ± std, n, per method) and
+"table2_order" (the paper's Table 2 ordering, pair by pair, with Welch tests) blocks of that document. Methods
 missing from the CSV are skipped. With ``--oracle-gap CSV`` (from analysis/oracle_gap.py) the
 "oracle gap" table (novel achieved vs best-query-mask oracle, docs/proposals.md) is added to
 tables.md and, with --doc, written as the generated "oracle_gap" block.
@@ -22,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from markdown_blocks import replace_block  # noqa: E402
 
 from simformer.sweeps.plots import plot_bars, save_figure
-from simformer.stats import compare, format_markdown
+from simformer.stats import compare, format_markdown, holm
 from simformer.utils.io import atomic_write_text
 
 _spec = importlib.util.spec_from_file_location("paper_tables", os.path.join(os.path.dirname(__file__), "paper_tables.py"))
@@ -44,6 +45,9 @@ COMPARISONS = [  # (metric, baseline, methods)
 
 
 SUMMARY_METRICS = ("novel_miou", "base_miou", "miou", "hm")
+# The paper's Table 2 ordering as (lower, higher) pairs: each module alone beats Pr, both together
+# beat each alone.
+TABLE2_ORDER = [("Pr", "Pr+Pi"), ("Pr", "Pr+Co"), ("Pr+Pi", "SimFormer"), ("Pr+Co", "SimFormer")]
 
 
 def _mean_std(v: pd.Series) -> str:
@@ -85,6 +89,46 @@ def oracle_gap_table(gap: pd.DataFrame, order=()) -> str:
                                "themselves are poor (docs/proposals.md).\n")
 
 
+def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_miou",
+                   paper_table: str = "table2_modules_coco", paper_split: str = "split1") -> str:
+    """Each (lower, higher) pair of the paper's ordering: measured means, difference higher - lower
+    with its 95 % CI, Welch p (two-sided, unpaired, ddof 1), Holm across the pairs tested, and the
+    paper's difference on ``paper_split``. Pairs with a missing method are listed as not run."""
+    paper = paper_tables.paper_block(paper_table, sorted({m for pair in pairs for m in pair}))
+    rows, pvals = [], []
+    for low, high in pairs:
+        sub = df[df["method"].isin([low, high])]
+        if sub["method"].nunique() < 2:
+            rows.append((low, high, None))
+            continue
+        r = compare(sub, metric=metric, baseline=low, test="welch").set_index("method").loc[high]
+        rows.append((low, high, r))
+        pvals.append(float(r["p_value"]))
+    adjusted = iter(holm(pvals)) if pvals else iter(())
+    lines = [f"### Table 2 ordering ({metric}): does each pair keep the paper's order?\n",
+             "| lower | higher | n | lower mean | higher mean | diff (higher - lower) | 95 % CI | p (Welch) "
+             "| p (Holm) | order as in the paper | paper diff (COCO " + paper_split + ") |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for low, high, r in rows:
+        p_diff = (f"{paper.loc[high, paper_split] - paper.loc[low, paper_split]:+.1f}"
+                  if {low, high} <= set(paper.index) else "n/a")
+        if r is None:
+            lines.append(f"| {low} | {high} | | | | | | | | not run | {p_diff} |")
+            continue
+        p_holm = next(adjusted)
+        order = ("yes" if r["diff"] > 0 else "no") + (" (significant)" if p_holm < 0.05 else "")
+        ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+        lines.append(f"| {low} | {high} | {int(r['n_baseline'])} vs {int(r['n'])} | {r['baseline_mean']:.1f} "
+                     f"| {r['mean']:.1f} | {r['diff']:+.1f} | {ci} | {_p(r['p_value'])} | {_p(p_holm)} "
+                     f"| {order} | {p_diff} |")
+    return "\n".join(lines) + ("\n\npercent, ToyScenes val; Welch t-test, two-sided, unpaired, ddof 1; Holm "
+                               "across the pairs tested; 'significant': Holm p < 0.05.\n")
+
+
+def _p(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.2g}"
+
+
 def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
     df = pd.read_csv(results)
     present = set(df["method"])
@@ -108,6 +152,9 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
     for metric in ("novel_miou", "base_miou"):
         result = plot_bars(df, metric=metric, title=f"ToyScenes: {metric} per method")
         save_figure(result.figure, os.path.join(out, f"bars_{metric}.png"))
+    order_text = ordering_table(df) if {"Pr", "SimFormer"} <= present else ""
+    if order_text:
+        parts.append(order_text)
     gap_text = oracle_gap_table(pd.read_csv(oracle_gap), pd.unique(df["method"])) if oracle_gap else ""
     if gap_text:
         parts.append(gap_text)
@@ -115,6 +162,8 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
     atomic_write_text(os.path.join(out, "tables.md"), text)
     if doc:
         replace_block(doc, "summary", summary_table(df))
+        if order_text:
+            replace_block(doc, "table2_order", order_text)
         if gap_text:
             replace_block(doc, "oracle_gap", gap_text)
     return text

@@ -1,7 +1,9 @@
-"""``simformer analyze``: diagnostics of a trained model (``proposals``: docs/proposals.md)."""
+"""``simformer analyze``: diagnostics of a trained model (``proposals``: docs/proposals.md;
+``simnet``: docs/simnet.md)."""
 from __future__ import annotations
 
-HELP = "diagnose a trained model: its mask proposals vs its predictions (analyze proposals)"
+HELP = ("diagnose a trained model: its mask proposals vs its predictions (analyze proposals), SimNet on base vs "
+        "novel pixel pairs (analyze simnet)")
 DESCRIPTION = """\
 Diagnostics of trained weights on a dataset (default: DATASETS.TEST[0] of the config).
 
@@ -14,6 +16,16 @@ union of query masks. Writes OUT/proposals.csv, OUT/metrics.json (base / novel /
 oracle gap = oracle - achieved, and object_queries_per_image: queries whose most likely class is not
 "no object"; 0 = the classifier predicts nothing) and OUT/proposals.png. Needs a model with mask proposals
 (SimFormer / MaskFormer; not CAM).
+"""
+SIMNET_DESCRIPTION = """\
+SimNet transferability, the paper's Table 3 (docs/simnet.md): on (image, reference) pairs of the
+training loader (DATASETS.TRAIN[0], its augmentation, order fixed by --seed), J points drawn from
+the base pixels and J from the novel pixels of each image, full ground truth, void left out. Per
+group (base / novel pairs): F1 of "similar" and of "dissimilar", accuracy, the share of truly
+similar pairs and the pair count. Writes OUT/metrics.json and OUT/simnet_transfer.csv.
+
+  simformer analyze simnet --config configs/toyscenes/simformer.yaml \\
+      --weights runs/x/model_final.pth --output runs/x/simnet [--pairs 100] [KEY VALUE ...]
 """
 
 
@@ -36,8 +48,56 @@ def add_arguments(parser) -> None:
     add_common_options(p, suppress=True)
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
 
+    q = sub.add_parser("simnet", help="F1 of SimNet's similar / dissimilar decision on base vs novel pixel pairs",
+                       description=SIMNET_DESCRIPTION, epilog=EXIT_CODES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_argument(q, help="YAML config file the weights were trained with (SimNet on, pairs on)")
+    q.add_argument("--weights", required=True, help="checkpoint (.pth) written by `simformer train`")
+    add_output_argument(q, "out", required=True, help="folder for metrics.json and simnet_transfer.csv")
+    q.add_argument("--pairs", type=int, default=100, help="training image pairs to score (default 100, the paper's)")
+    q.add_argument("--points", type=int, default=None,
+                   help="points per image and group, J (default WEAKSHOT.SIMNET.NUM_POINTS)")
+    q.add_argument("--seed", type=int, default=0, help="fixes the loader's pairs, augmentation and the points (default 0)")
+    add_common_options(q, suppress=True)
+    q.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+
 
 def run(args) -> int:
+    if args.kind == "simnet":
+        return run_simnet(args)
+    return run_proposals(args)
+
+
+def run_simnet(args) -> int:
+    from . import UsageError
+
+    if args.pairs < 1 or (args.points is not None and args.points < 1):
+        raise UsageError(f"--pairs and --points must be >= 1, got {args.pairs} and {args.points}")
+    from simformer.engine.defaults import load_trained_model
+    from simformer.evaluation.simnet_transfer import GROUPS, simnet_transfer_on_training_pairs, summary_csv
+    from simformer.utils.io import atomic_write_json, atomic_write_text
+
+    cfg, model, split, name = load_trained_model(args.config, args.weights, list(args.opts) + ["SEED", str(args.seed)],
+                                                 default_dataset="train", log_dir=args.out)
+    try:
+        acc = simnet_transfer_on_training_pairs(model, cfg, split, num_image_pairs=args.pairs, num_points=args.points,
+                                                seed=args.seed)
+    except ValueError as e:
+        raise UsageError(f"{args.config}: {e}") from e
+    summary, points = acc.summary(), acc.num_points
+    atomic_write_text(f"{args.out}/simnet_transfer.csv", summary_csv(summary))
+    atomic_write_json(f"{args.out}/metrics.json", {
+        **summary, "image_pairs": acc.image_pairs, "num_points": points, "dataset": name, "seed": args.seed,
+        "config": args.config, "weights": args.weights})
+    for g in GROUPS:
+        s = summary[g]
+        print(f"{g:>5} pairs: F1 similar {s['f1_similar']:.1f}  F1 dissimilar {s['f1_dissimilar']:.1f}  "
+              f"accuracy {s['accuracy']:.1f}  similar share {s['similar_share']:.1f} %  ({s['pairs']} pairs)")
+    print(f"{acc.image_pairs} image pairs of {name}, J = {points}; wrote {args.out}/metrics.json, simnet_transfer.csv")
+    return 0
+
+
+def run_proposals(args) -> int:
     from . import UsageError
 
     if not 0.0 < args.threshold < 1.0:

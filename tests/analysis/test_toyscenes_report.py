@@ -1,0 +1,55 @@
+"""analysis/toyscenes_report.py: the Table 2 ordering block against hand-computed Welch tests."""
+import os
+import sys
+
+import pandas as pd
+from scipy import stats
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "analysis"))
+
+import toyscenes_report  # noqa: E402
+
+VALUES = {"Pr": [10.0, 12.0, 11.0], "Pr+Pi": [20.0, 24.0, 22.0], "Pr+Co": [9.0, 8.0, 12.0],
+          "SimFormer": [30.0, 29.0, 34.0]}
+
+
+def results():
+    return pd.DataFrame([dict(method=m, split="split1", seed=i + 1, novel_miou=v)
+                         for m, vals in VALUES.items() for i, v in enumerate(vals)])
+
+
+def row_cells(text, low, high):
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {low} | {high} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_ordering_table_matches_scipy_welch_and_hand_holm():
+    text = toyscenes_report.ordering_table(results())
+    pairs = toyscenes_report.TABLE2_ORDER
+    raw = [stats.ttest_ind(VALUES[h], VALUES[lo], equal_var=False).pvalue for lo, h in pairs]
+    # Holm by hand: sort ascending, multiply by (m - rank), running maximum, capped at 1.
+    order = sorted(range(len(raw)), key=lambda i: raw[i])
+    adjusted, running = [0.0] * len(raw), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(raw) - rank) * raw[i]))
+        adjusted[i] = running
+    for (low, high), p, p_holm in zip(pairs, raw, adjusted):
+        cells = row_cells(text, low, high)
+        diff = sum(VALUES[high]) / 3 - sum(VALUES[low]) / 3
+        assert cells[2] == "3 vs 3"
+        assert float(cells[5]) == round(diff, 1)
+        assert cells[7] == f"{p:.2g}" and cells[8] == f"{p_holm:.2g}"
+        assert cells[9].startswith("yes" if diff > 0 else "no")
+    # Pr+Co sits below Pr here: its pair is reported as out of the paper's order, not dropped.
+    assert row_cells(text, "Pr", "Pr+Co")[9].startswith("no")
+    # The paper's COCO split1 differences: Pr 23.5, Pr+Pi 27.4, Pr+Co 27.0, SimFormer 31.1.
+    assert row_cells(text, "Pr", "Pr+Pi")[10] == "+3.9"
+    assert row_cells(text, "Pr+Co", "SimFormer")[10] == "+4.1"
+
+
+def test_ordering_table_lists_a_method_not_run():
+    df = results()
+    text = toyscenes_report.ordering_table(df[df["method"] != "Pr+Pi"])
+    assert "not run" in row_cells(text, "Pr", "Pr+Pi")
+    assert "not run" in row_cells(text, "Pr+Pi", "SimFormer")
+    assert row_cells(text, "Pr+Co", "SimFormer")[9].startswith("yes")
