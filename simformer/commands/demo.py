@@ -7,7 +7,7 @@ DESCRIPTION = """Runs the whole weak-shot pipeline on the embedded ToyScenes dat
   3. evaluates on toyscenes_val and prints the base / novel / all mIoU and HM table,
   4. writes metrics.json, per_class_iou.csv, the run files and figures to --output.
 
-  simformer demo                       # 900 iterations, about 11.5 minutes on 2 quiet CPU cores (0.73 s per step)
+  simformer demo                       # 700 iterations, under 10 minutes on 2 quiet CPU cores (0.73 s per step)
   simformer demo --baseline            # also trains the proposal-only (Pr) ablation (about twice as long)
   simformer demo SOLVER.MAX_ITER 100   # a quicker, weaker run
 
