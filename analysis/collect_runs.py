@@ -8,6 +8,7 @@ DEST/results.csv   the sweep's results.csv, run_dir made relative to DEST
 DEST/curves.csv    method, split, seed, iteration, series, value: every logged loss term and
                    every periodic evaluation (eval/miou, eval/base_miou, eval/novel_miou, ...)
 DEST/runs/<run>/metrics.json, run_info.json   each run's final metrics and provenance
+DEST/runs/<run>/pseudo_labels.json             a pipeline run's pseudo-label quality on the train set
 """
 from __future__ import annotations
 
@@ -49,9 +50,9 @@ def collect(sweep_dir: str, dest: str) -> pd.DataFrame:
         src = row["run_dir"]
         rel = os.path.join("runs", row["run"])
         os.makedirs(os.path.join(dest, rel), exist_ok=True)
-        for name in ("metrics.json", "run_info.json"):
+        for name in ("metrics.json", "run_info.json", os.path.join("pseudo_labels", "pseudo_labels.json")):
             if os.path.isfile(os.path.join(src, name)):
-                shutil.copyfile(os.path.join(src, name), os.path.join(dest, rel, name))
+                shutil.copyfile(os.path.join(src, name), os.path.join(dest, rel, os.path.basename(name)))
         log = os.path.join(src, "metrics.jsonl")
         if os.path.isfile(log):
             curves += curve_rows(log, {"method": row["method"], "split": row["split"], "seed": int(row["seed"])})

@@ -5,7 +5,9 @@
 
 Writes OUT/tables.md (Table 1, Table 2 and its ordering, Table 5, significance, point loss),
 OUT/bars_*.png and, with --doc, the generated "summary" (mean ± std, n, per method) and
-"table2_order" (the paper's Table 2 ordering, pair by pair, with Welch tests) blocks of that document. Methods
+"table2_order" (the paper's Table 2 ordering, pair by pair, with Welch tests) and "retraining"
+(SimFormer* against its stage 1, paired by seed, with the pseudo-label quality) blocks of that
+document. Methods
 missing from the CSV are skipped. With ``--oracle-gap CSV`` (from analysis/oracle_gap.py) the
 "oracle gap" table (novel achieved vs best-query-mask oracle, docs/proposals.md) is added to
 tables.md and, with --doc, written as the generated "oracle_gap" block.
@@ -48,6 +50,8 @@ SUMMARY_METRICS = ("novel_miou", "base_miou", "miou", "hm")
 # The paper's Table 2 ordering as (lower, higher) pairs: each module alone beats Pr, both together
 # beat each alone.
 TABLE2_ORDER = [("Pr", "Pr+Pi"), ("Pr", "Pr+Co"), ("Pr+Pi", "SimFormer"), ("Pr+Co", "SimFormer")]
+# Re-training rows and the stage-1 method whose model labelled their training set.
+RETRAINED = [("SimFormer*", "SimFormer")]
 
 
 def _mean_std(v: pd.Series) -> str:
@@ -125,6 +129,43 @@ def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_mi
                                "across the pairs tested; 'significant': Holm p < 0.05.\n")
 
 
+def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFormer*",
+                     stage1: str = "SimFormer") -> str:
+    """Per seed: the stage-1 model's novel mIoU (val), the novel mIoU of its pseudo labels on the
+    train set (the collected ``pseudo_labels.json``), the re-trained model's novel mIoU (val) and
+    the gain; then the mean gain, paired t-test (pairs = seeds) and the paper's gains (Table 1)."""
+    import json
+
+    from scipy import stats
+
+    pipe = df[df["method"] == retrained].set_index(["split", "seed"])
+    first = df[df["method"] == stage1].set_index(["split", "seed"])
+    keys = [k for k in pipe.index if k in first.index]
+    if not keys:
+        return ""
+    lines = [f"### Re-training: {retrained} against its stage-1 {stage1}, paired by seed\n",
+             f"| split | seed | {stage1} novel (val) | pseudo labels novel (train) | pseudo labels all (train) "
+             f"| {retrained} novel (val) | gain |", "|---|---:|---:|---:|---:|---:|---:|"]
+    gains = []
+    for split, seed in keys:
+        label_file = os.path.join(results_dir, str(pipe.loc[(split, seed), "run_dir"]), "pseudo_labels.json")
+        quality = json.load(open(label_file))["quality"] if os.path.isfile(label_file) else {}
+        before, after = float(first.loc[(split, seed), "novel_miou"]), float(pipe.loc[(split, seed), "novel_miou"])
+        gains.append(after - before)
+        cells = [f"{quality[k]:.1f}" if k in quality else "n/a" for k in ("novel_miou", "miou")]
+        lines.append(f"| {split} | {seed} | {before:.1f} | {cells[0]} | {cells[1]} | {after:.1f} | {after - before:+.1f} |")
+    g = pd.Series(gains)
+    p = stats.ttest_1samp(g, 0.0).pvalue if len(g) > 1 else float("nan")
+    paper = paper_tables.paper_block("table1_main", [stage1, retrained])
+    paper_gain = paper.loc[retrained] - paper.loc[stage1] if {stage1, retrained} <= set(paper.index) else None
+    text = "\n".join(lines) + (
+        f"\n\nGain {g.mean():+.1f}" + (f" ± {g.std(ddof=1):.1f}" if len(g) > 1 else "")
+        + f" novel mIoU (n = {len(g)} seeds); paired t-test (two-sided, pairs = seeds, ddof 1): p = {_p(p)}.")
+    if paper_gain is not None:
+        text += f" Paper (Table 1, 8 splits): {paper_gain.min():+.1f} to {paper_gain.max():+.1f}."
+    return text + "\n"
+
+
 def _p(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2g}"
 
@@ -155,6 +196,10 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
     order_text = ordering_table(df) if {"Pr", "SimFormer"} <= present else ""
     if order_text:
         parts.append(order_text)
+    retrain_text = "\n".join(filter(None, (retraining_table(df, os.path.dirname(os.path.abspath(results)), r, s1)
+                                            for r, s1 in RETRAINED)))
+    if retrain_text:
+        parts.append(retrain_text)
     gap_text = oracle_gap_table(pd.read_csv(oracle_gap), pd.unique(df["method"])) if oracle_gap else ""
     if gap_text:
         parts.append(gap_text)
@@ -164,6 +209,8 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
         replace_block(doc, "summary", summary_table(df))
         if order_text:
             replace_block(doc, "table2_order", order_text)
+        if retrain_text:
+            replace_block(doc, "retraining", retrain_text)
         if gap_text:
             replace_block(doc, "oracle_gap", gap_text)
     return text
