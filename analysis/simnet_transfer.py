@@ -20,6 +20,7 @@ from typing import Optional
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from convergence_report import mean_std  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 from oracle_gap import find_runs, run_key  # noqa: E402
 from paper_tables import paper_results  # noqa: E402
@@ -35,11 +36,11 @@ PAPER_ROWS = {"base_f1_similar": "base similar", "base_f1_dissimilar": "base dis
 def analyze_run(run: dict, *, pairs: int, seed: int, opts=()) -> Optional[dict]:
     from simformer.config import load_cfg
     from simformer.engine.defaults import load_trained_model
-    from simformer.evaluation.simnet_transfer import GROUPS, simnet_transfer_on_training_pairs
+    from simformer.evaluation.simnet_transfer import has_simnet_pairs, simnet_transfer_on_training_pairs
 
     config = os.path.join(run["model_dir"], "config.yaml")
     cfg = load_cfg(config, list(opts))
-    if not cfg.WEAKSHOT.SIMNET.ENABLED or cfg.WEAKSHOT.PAIR_MODE == "none":
+    if not has_simnet_pairs(cfg):
         return None
     key = run_key(run, int(cfg.SEED))
     cfg, model, split, _ = load_trained_model(config, os.path.join(run["model_dir"], "model_final.pth"),
@@ -47,9 +48,9 @@ def analyze_run(run: dict, *, pairs: int, seed: int, opts=()) -> Optional[dict]:
     acc = simnet_transfer_on_training_pairs(model, cfg, split, num_image_pairs=pairs, seed=seed)
     s = acc.summary()
     row = dict(key, run=run["run"], image_pairs=acc.image_pairs)
-    for g in GROUPS:
-        for k in ("f1_similar", "f1_dissimilar", "similar_share", "pairs"):
-            row[f"{g}_{k}"] = s[g][k]
+    for column in GROUP_COLUMNS:
+        group, figure = column.split("_", 1)
+        row[column] = s[group][figure]
     return row
 
 
@@ -62,8 +63,7 @@ def table(df: pd.DataFrame) -> str:
              "|---|---:|" + "---:|" * (len(cols) + 1)]
     for method in pd.unique(df["method"]):
         g = df[df["method"] == method]
-        cells = [f"{g[c].mean():.1f}" + (f" ± {g[c].std(ddof=1):.1f}" if len(g) > 1 else "")
-                 for c in cols + ["novel_similar_share"]]
+        cells = [mean_std(g[c]) for c in cols + ["novel_similar_share"]]
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + " |")
     lines.append("| paper, COCO-Stuff-10K split1 | | " + " | ".join(
         "n/a" if paper["rows"][PAPER_ROWS[c]][col] is None else f"{paper['rows'][PAPER_ROWS[c]][col]:.1f}"

@@ -149,7 +149,10 @@ def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFo
     gains = []
     for split, seed in keys:
         label_file = os.path.join(results_dir, str(pipe.loc[(split, seed), "run_dir"]), "pseudo_labels.json")
-        quality = json.load(open(label_file))["quality"] if os.path.isfile(label_file) else {}
+        quality = {}
+        if os.path.isfile(label_file):
+            with open(label_file) as f:
+                quality = json.load(f)["quality"]
         before, after = float(first.loc[(split, seed), "novel_miou"]), float(pipe.loc[(split, seed), "novel_miou"])
         gains.append(after - before)
         cells = [f"{quality[k]:.1f}" if k in quality else "n/a" for k in ("novel_miou", "miou")]

@@ -36,30 +36,36 @@ def add_arguments(parser) -> None:
 
     sub = parser.add_subparsers(dest="kind", metavar="KIND")
     sub.required = True
-    p = sub.add_parser("proposals", help="achieved vs oracle vs greedy-union IoU of the query masks, per class",
-                       description=DESCRIPTION, epilog=EXIT_CODES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_argument(p, help="YAML config file the weights were trained with")
-    p.add_argument("--weights", required=True, help="checkpoint (.pth) written by `simformer train`")
-    add_output_argument(p, "out", required=True, help="folder for proposals.csv, metrics.json, proposals.png")
-    p.add_argument("--dataset", default=None, metavar="NAME", help="dataset to analyse (default DATASETS.TEST[0])")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="a pixel belongs to a proposal when its mask probability is above this (default 0.5)")
-    add_common_options(p, suppress=True)
-    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
 
-    q = sub.add_parser("simnet", help="F1 of SimNet's similar / dissimilar decision on base vs novel pixel pairs",
-                       description=SIMNET_DESCRIPTION, epilog=EXIT_CODES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_argument(q, help="YAML config file the weights were trained with (SimNet on, pairs on)")
-    q.add_argument("--weights", required=True, help="checkpoint (.pth) written by `simformer train`")
-    add_output_argument(q, "out", required=True, help="folder for metrics.json and simnet_transfer.csv")
-    q.add_argument("--pairs", type=int, default=100, help="training image pairs to score (default 100, the paper's)")
-    q.add_argument("--points", type=int, default=None,
-                   help="points per image and group, J (default WEAKSHOT.SIMNET.NUM_POINTS)")
-    q.add_argument("--seed", type=int, default=0, help="fixes the loader's pairs, augmentation and the points (default 0)")
-    add_common_options(q, suppress=True)
-    q.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+    def analysis(kind: str, help: str, description: str, config_help: str, out_help: str, extra):
+        """One analysis of trained weights: --config, --weights, --output, its own options, overrides."""
+        p = sub.add_parser(kind, help=help, description=description, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_config_argument(p, help=config_help)
+        p.add_argument("--weights", required=True, help="checkpoint (.pth) written by `simformer train`")
+        add_output_argument(p, "out", required=True, help=out_help)
+        extra(p)
+        add_common_options(p, suppress=True)
+        p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+
+    def proposal_options(p):
+        p.add_argument("--dataset", default=None, metavar="NAME", help="dataset to analyse (default DATASETS.TEST[0])")
+        p.add_argument("--threshold", type=float, default=0.5,
+                       help="a pixel belongs to a proposal when its mask probability is above this (default 0.5)")
+
+    def simnet_options(p):
+        p.add_argument("--pairs", type=int, default=100, help="training image pairs to score (default 100, the paper's)")
+        p.add_argument("--points", type=int, default=None,
+                       help="points per image and group, J (default WEAKSHOT.SIMNET.NUM_POINTS)")
+        p.add_argument("--seed", type=int, default=0,
+                       help="fixes the loader's pairs, augmentation and the points (default 0)")
+
+    analysis("proposals", "achieved vs oracle vs greedy-union IoU of the query masks, per class", DESCRIPTION,
+             "YAML config file the weights were trained with", "folder for proposals.csv, metrics.json, proposals.png",
+             proposal_options)
+    analysis("simnet", "F1 of SimNet's similar / dissimilar decision on base vs novel pixel pairs", SIMNET_DESCRIPTION,
+             "YAML config file the weights were trained with (SimNet on, pairs on)",
+             "folder for metrics.json and simnet_transfer.csv", simnet_options)
 
 
 def run(args) -> int:

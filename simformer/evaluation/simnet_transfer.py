@@ -16,12 +16,11 @@ from typing import Dict, Iterable, List, Optional
 
 import torch
 
-from simformer.modeling.image_list import pad_batch
 from simformer.modeling.pair_losses import gather_points, small_targets
 from simformer.modeling.point_sampling import sample_points
 
-__all__ = ["GROUPS", "confusion", "f1_scores", "SimNetTransfer", "analyze_simnet", "simnet_transfer_on_training_pairs",
-           "summary_csv"]
+__all__ = ["GROUPS", "confusion", "f1_scores", "SimNetTransfer", "analyze_simnet", "has_simnet_pairs",
+           "simnet_transfer_on_training_pairs", "summary_csv"]
 
 GROUPS = ("base", "novel")
 
@@ -93,14 +92,9 @@ class SimNetTransfer:
 
 def full_truth(model, batch: List[dict], hw, size) -> tuple:
     """The full ground truth (novel masks included) and validity at feature size ``size``, padded
-    as ``model.prepare_targets`` pads the training targets to the batch size ``hw``."""
-    import torch.nn.functional as F
-
-    ignore = model.ignore_value
-    sem = pad_batch([x["sem_seg_full"].to(model.device) for x in batch], 1, ignore)
-    sem = F.pad(sem, (0, hw[1] - sem.shape[-1], 0, hw[0] - sem.shape[-2]), value=ignore)
-    valid = pad_batch([x["valid"].to(model.device) for x in batch], 1, False)
-    valid = F.pad(valid, (0, hw[1] - valid.shape[-1], 0, hw[0] - valid.shape[-2]), value=False)
+    to the batch size ``hw`` as the training targets are (``model.padded_maps``)."""
+    sem = model.padded_maps(batch, "sem_seg_full", hw, model.ignore_value)
+    valid = model.padded_maps(batch, "valid", hw, False)
     return small_targets([{"sem_seg": s, "valid": v} for s, v in zip(sem, valid)], size)
 
 
@@ -137,13 +131,18 @@ def analyze_simnet(model, batches: Iterable[List[dict]], *, num_image_pairs: int
     return acc
 
 
+def has_simnet_pairs(cfg) -> bool:
+    """Whether a model of ``cfg`` has a SimNet trained on image pairs, i.e. something to analyse."""
+    return bool(cfg.WEAKSHOT.SIMNET.ENABLED) and cfg.WEAKSHOT.PAIR_MODE != "none"
+
+
 def simnet_transfer_on_training_pairs(model, cfg, split, *, num_image_pairs: int = 100,
                                       num_points: Optional[int] = None, seed: int = 0) -> SimNetTransfer:
     """``analyze_simnet`` on the training loader of ``cfg`` (DATASETS.TRAIN[0], its augmentation and
     reference pairing, order fixed by ``cfg.SEED``); J defaults to WEAKSHOT.SIMNET.NUM_POINTS."""
     from simformer.data.build import build_train_loader
 
-    if not cfg.WEAKSHOT.SIMNET.ENABLED or cfg.WEAKSHOT.PAIR_MODE == "none":
+    if not has_simnet_pairs(cfg):
         raise ValueError(f"SimNet transferability needs WEAKSHOT.SIMNET.ENABLED True and pairs (WEAKSHOT.PAIR_MODE "
                          f"is '{cfg.WEAKSHOT.PAIR_MODE}')")
     loader = build_train_loader(cfg, split, rank=0, world_size=1)

@@ -116,14 +116,18 @@ class SimFormer(nn.Module):
         return {k: v * weights[k] for k, v in losses.items() if k in weights}
 
     # ------------------------------------------------------------------------------------------
+    def padded_maps(self, batched_inputs: List[dict], key: str, hw, value) -> torch.Tensor:
+        """``x[key]`` of every sample ``[H_i,W_i]`` stacked and padded with ``value`` to the padded
+        batch size ``hw`` of the normalised images -> ``[B,*hw]`` on the model's device."""
+        maps = pad_batch([x[key].to(self.device) for x in batched_inputs], 1, value)
+        return F.pad(maps, (0, hw[1] - maps.shape[-1], 0, hw[0] - maps.shape[-2]), value=value)
+
     def prepare_targets(self, batched_inputs: List[dict], hw) -> List[dict]:
         """Per image: mask targets for every class labelled in ``sem_seg`` (base, or all classes
         in oracle/pseudo-label mode) followed by mask-less targets for the novel classes of the
         image-level label set. Masks are at the padded batch resolution."""
-        sem = pad_batch([x["sem_seg"].to(self.device) for x in batched_inputs], 1, self.ignore_value)
-        sem = F.pad(sem, (0, hw[1] - sem.shape[-1], 0, hw[0] - sem.shape[-2]), value=self.ignore_value)
-        valid = pad_batch([x["valid"].to(self.device) for x in batched_inputs], 1, False)
-        valid = F.pad(valid, (0, hw[1] - valid.shape[-1], 0, hw[0] - valid.shape[-2]), value=False)
+        sem = self.padded_maps(batched_inputs, "sem_seg", hw, self.ignore_value)
+        valid = self.padded_maps(batched_inputs, "valid", hw, False)
         image_labels = torch.stack([x["image_labels"].to(self.device) for x in batched_inputs])
         # Which classes have pixels in each image's target: one vectorised histogram per batch.
         flat = sem.flatten(1)
