@@ -66,7 +66,11 @@ def build_reference_sampler(cfg, dataset_name: str, split: Split, *,
     if comm.get_rank() != 0:
         presence = presence_matrix(dataset_name, cache_dir=cache)
         stats = cached_pair_statistics(presence, novel, cache)
-    logger.info("Reference pairs (%s): %s", cfg.WEAKSHOT.PAIR_MODE, json.dumps(stats.summary()))
+    if cfg.WEAKSHOT.PAIR_MODE == "self":  # the statistics describe the cross rule, not these pairs
+        logger.info("Reference pairs (self): every image is its own reference (the cross rule would give %s)",
+                    json.dumps(stats.summary()))
+    else:
+        logger.info("Reference pairs (%s): %s", cfg.WEAKSHOT.PAIR_MODE, json.dumps(stats.summary()))
     return ReferenceSampler(presence=presence, novel_mask=novel, mode=cfg.WEAKSHOT.PAIR_MODE, stats=stats)
 
 

@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from .mask_terms import matched_with_masks
 from .pair_losses import small_targets
 
-__all__ = ["mask_extremes_and_centres", "mask_approximation_loss", "sample_balanced_pixels",
+__all__ = ["mask_extremes_and_centres", "mask_geometry", "with_mask_geometry", "approximation_loss",
+           "mask_approximation_loss", "sample_balanced_pixels",
            "pixel_contrastive_loss", "loss_approx", "loss_contrast"]
 
 _MASKED = -1e9  # a logit whose exp is exactly 0, without the NaN gradients of -inf rows
@@ -43,14 +44,36 @@ def mask_extremes_and_centres(masks: torch.Tensor) -> Tuple[torch.Tensor, torch.
     return ext, cen, area
 
 
-def mask_approximation_loss(refs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Per matched mask, L_ext / 4 + L_cen / 2 terms of Eq. 13: refs [M,P,2] (y, x) in [0,1],
-    masks [M,H,W] -> [M] (0 for an empty mask). Summed over masks and divided by K this is Eq. 13's
-    L_loc."""
+def mask_geometry(masks: torch.Tensor) -> torch.Tensor:
+    """masks [M,H,W] -> [M,7]: the extremes, centres and area of ``mask_extremes_and_centres``."""
     ext, cen, area = mask_extremes_and_centres(masks)
+    return torch.cat([ext, cen, area[:, None]], 1)
+
+
+def with_mask_geometry(targets: Sequence[dict]) -> List[dict]:
+    """Shallow copies of ``targets`` with ``mask_geometry [T,7]`` of their masks, computed in one
+    pass over the batch: every decoder layer's approximation loss then reads 7 numbers per matched
+    target instead of reducing its full-resolution mask again."""
+    if not targets:
+        return []
+    geometry = mask_geometry(torch.cat([tg["masks"] for tg in targets]))
+    parts = geometry.split([tg["masks"].shape[0] for tg in targets])
+    return [{**tg, "mask_geometry": g} for tg, g in zip(targets, parts)]
+
+
+def approximation_loss(refs: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+    """Per matched mask, L_ext / 4 + L_cen / 2 terms of Eq. 13: refs [M,P,2] (y, x) in [0,1] and
+    the masks' ``mask_geometry`` [M,7] -> [M] (0 for an empty mask). Summed over masks and divided
+    by K this is Eq. 13's L_loc."""
+    ext, cen, area = geometry[:, :4], geometry[:, 4:6], geometry[:, 6]
     ry, rx = refs[..., 0], refs[..., 1]
     pred_ext = torch.stack([ry.amin(1), ry.amax(1), rx.amin(1), rx.amax(1)], 1)
     return ((pred_ext - ext).abs().mean(1) + (refs.mean(1) - cen).abs().mean(1)) * (area > 0)
+
+
+def mask_approximation_loss(refs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``approximation_loss`` from the masks themselves: refs [M,P,2], masks [M,H,W] -> [M]."""
+    return approximation_loss(refs, mask_geometry(masks))
 
 
 def sample_balanced_pixels(labels: torch.Tensor, usable: torch.Tensor, num: int,
@@ -90,15 +113,18 @@ def pixel_contrastive_loss(feats: torch.Tensor, labels: torch.Tensor, ok: torch.
 
 def loss_approx(outputs: dict, targets: Sequence[dict], indices, num_masks: float) -> torch.Tensor:
     """Eq. 13 on the matched queries whose targets have a mask, normalised by the number of mask
-    targets (the K of Eq. 13, as the focal / dice losses); needs ``outputs["pred_refs"]`` [B,Q,P,2]."""
+    targets (the K of Eq. 13, as the focal / dice losses); needs ``outputs["pred_refs"]`` [B,Q,P,2].
+    Reads the targets' ``mask_geometry`` (``with_mask_geometry``; computed here when absent)."""
     if "pred_refs" not in outputs:
         raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
                        "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
     refs = outputs["pred_refs"]
-    src, tgt = matched_with_masks(refs, targets, indices)  # [M, P, 2], [M, H, W]
-    if tgt.shape[0] == 0:
+    if not all("mask_geometry" in tg for tg in targets):
+        targets = with_mask_geometry(targets)
+    src, geometry = matched_with_masks(refs, targets, indices, key="mask_geometry")  # [M, P, 2], [M, 7]
+    if geometry.shape[0] == 0:
         return refs.sum() * 0.0
-    return mask_approximation_loss(src, tgt).sum() / num_masks
+    return approximation_loss(src, geometry).sum() / num_masks
 
 
 def loss_contrast(outputs: dict, targets: Sequence[dict], *, num_samples: int, temperature: float,

@@ -301,6 +301,11 @@ class WeakShotCriterion(nn.Module):
     def _forward(self, outputs, targets, pairs) -> Dict[str, torch.Tensor]:
         device = outputs["pred_logits"].device
         num_masks = self._num_masks(targets, device)
+        # per-batch constants of the per-layer terms, computed once for all decoder layers
+        if self.complementary:
+            targets = mask_terms.with_complement(targets)
+        if self.approx:
+            targets = cmt_losses.with_mask_geometry(targets)
         final = {k: outputs[k] for k in ("pred_logits", "pred_masks", "pred_refs") if k in outputs}
         losses = self._layer_losses(final, targets, num_masks, self.complementary)
         for name in self.pair_loss_names():

@@ -8,7 +8,7 @@ image. Targets are the dicts described in ``WeakShotCriterion.forward``.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .losses import dice_loss, sigmoid_focal_loss
 from .point_sampling import PointSampler, point_sample
 
-__all__ = ["flat_indices", "has_mask", "matched_with_masks", "loss_masks", "loss_complementary"]
+__all__ = ["flat_indices", "has_mask", "matched_with_masks", "loss_masks", "with_complement", "loss_complementary"]
 
 
 def flat_indices(indices, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -35,19 +35,23 @@ def has_mask(target: dict) -> torch.Tensor:
     return hm.bool()
 
 
-def matched_with_masks(per_query: torch.Tensor, targets: Sequence[dict], indices
+def matched_with_masks(per_query: torch.Tensor, targets: Sequence[dict], indices, key: str = "masks"
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The rows of ``per_query [B,Q,...]`` matched to targets that carry a mask, and those masks.
+    """The rows of ``per_query [B,Q,...]`` matched to targets that carry a mask, and those targets'
+    ``key`` rows (``masks [T,H,W]``, or any per-target tensor such as ``mask_geometry [T,7]``).
 
-    Returns ``src [M,...]`` (float) and ``tgt [M,H,W]`` on ``per_query``'s device, image by image in
+    Returns ``src [M,...]`` (float) and ``tgt [M,...]`` on ``per_query``'s device, image by image in
     match order. Queries matched to mask-less (novel) targets are left out: no gradient reaches them.
+    The selection is one flat index over the batch: a single device-to-host copy of the has-mask
+    flags per call, not one synchronising boolean index per image.
     """
-    src, tgt = [], []
-    for b, (tg, (qi, ti)) in enumerate(zip(targets, indices)):
-        keep = has_mask(tg)[ti.to(tg["labels"].device)].to(qi.device)
-        src.append(per_query[b, qi[keep].to(per_query.device)])
-        tgt.append(tg["masks"][ti[keep].to(tg["masks"].device)])
-    return torch.cat(src).float(), torch.cat(tgt).to(per_query.device)
+    b, q, t = flat_indices(indices, "cpu")
+    counts = torch.tensor([0] + [tg["labels"].shape[0] for tg in targets[:-1]], dtype=torch.long)
+    flat_t = counts.cumsum(0)[b] + t  # index into the batch's concatenated targets
+    keep = torch.cat([has_mask(tg) for tg in targets]).cpu()[flat_t]
+    values = torch.cat([tg[key] for tg in targets])
+    src = per_query[b[keep].to(per_query.device), q[keep].to(per_query.device)]
+    return src.float(), values[flat_t[keep].to(values.device)].to(per_query.device)
 
 
 def loss_masks(pred_masks: torch.Tensor, targets: Sequence[dict], indices, num_masks: float,
@@ -77,12 +81,27 @@ def loss_masks(pred_masks: torch.Tensor, targets: Sequence[dict], indices, num_m
     }
 
 
+def with_complement(targets: Sequence[dict]) -> List[dict]:
+    """Shallow copies of ``targets`` with ``complement [H,W]`` = 1 - the union of the image's binary
+    targets that carry a mask (the complementary loss's target), for the whole batch in one
+    vectorised pass, so that every decoder layer's complementary loss reads it."""
+    if not targets:
+        return []
+    masks = torch.cat([tg["masks"] for tg in targets]).float()  # [sum T, H, W]
+    flags = torch.cat([has_mask(tg) for tg in targets]).to(masks.device)
+    image = torch.repeat_interleave(torch.arange(len(targets), device=masks.device),
+                                    torch.tensor([tg["masks"].shape[0] for tg in targets], device=masks.device))
+    union = masks.new_zeros((len(targets),) + masks.shape[1:]).index_add_(0, image, masks * flags[:, None, None])
+    return [{**tg, "complement": c} for tg, c in zip(targets, 1.0 - union.clamp(max=1.0))]
+
+
 def loss_complementary(pred_masks: torch.Tensor, targets: Sequence[dict], indices, *, ignore_prob: float,
                        sampler: PointSampler) -> Dict[str, torch.Tensor]:
     """L_comp (paper 3.5) on images with >= 1 matched mask-less target; mean over those images.
 
     Prediction = pixel-wise max of the novel-matched query masks and the constant ``ignore_prob``
-    (gamma); target = 1 - union of the image's base masks; valid pixels only.
+    (gamma); target = 1 - union of the image's base masks (the targets' ``complement``, from
+    ``with_complement``; computed here when absent); valid pixels only.
     """
     device = pred_masks.device
     b, q, _ = flat_indices(indices, device)
@@ -105,16 +124,11 @@ def loss_complementary(pred_masks: torch.Tensor, targets: Sequence[dict], indice
     floor = math.log(ignore_prob / (1 - ignore_prob))
 
     H, W = targets[0]["masks"].shape[-2:]
+    if not all("complement" in tg for tg in targets):
+        targets = with_complement(targets)
     with torch.no_grad():
-        comp_t, valid = [], []
-        for i in imgs.tolist():
-            tg = targets[i]
-            m = tg["masks"][has_mask(tg)].to(device).float()
-            union = m.amax(0) if m.shape[0] else torch.zeros(H, W, device=device)
-            comp_t.append(1.0 - union)
-            valid.append(tg["valid"].to(device).float())
-        comp_t = torch.stack(comp_t)  # [n_img, H, W]
-        valid = torch.stack(valid)
+        comp_t = torch.stack([tg["complement"] for tg in targets]).to(device)[imgs]  # [n_img, H, W]
+        valid = torch.stack([tg["valid"] for tg in targets]).to(device).float()[imgs]
 
     src = pred_masks[b, q].float()  # [M, h, w]
     if sampler.enabled:

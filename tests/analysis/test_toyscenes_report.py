@@ -75,3 +75,14 @@ def test_retraining_table_pairs_seeds_and_reads_pseudo_label_quality(tmp_path):
     # the paper's Table 1 gains SimFormer* - SimFormer over its 8 splits: +1.2 (ADE20K split1) to +3.3 (split4)
     assert "Paper (Table 1, 8 splits): +1.2 to +3.3." in text
     assert toyscenes_report.retraining_table(pd.DataFrame(rows[:1]), str(tmp_path)) == ""
+
+
+def test_retraining_table_pairs_two_retrainings_without_a_paper_gain(tmp_path):
+    rows = []
+    for seed, (short, long) in enumerate([(44.0, 47.0), (49.0, 48.0)], 1):
+        rows += [dict(method="SimFormer*", split="split1", seed=seed, novel_miou=short, run_dir="a"),
+                 dict(method="SimFormer*@1800", split="split1", seed=seed, novel_miou=long, run_dir="b")]
+    text = toyscenes_report.retraining_table(pd.DataFrame(rows), str(tmp_path), "SimFormer*@1800", "SimFormer*")
+    assert text.startswith("### Re-training: SimFormer*@1800 against SimFormer*, paired by seed")
+    assert "| split1 | 1 | 44.0 | n/a | n/a | 47.0 | +3.0 |" in text
+    assert "Gain +1.0 ± 2.8 novel mIoU (n = 2 seeds)" in text and "Paper" not in text

@@ -269,6 +269,12 @@ def test_approx_loss_in_the_criterion_uses_matched_masked_queries():
     ref = (cmt_losses.mask_approximation_loss(refs[0, [3]], masks[[0]])
            + cmt_losses.mask_approximation_loss(refs[0, [0]], masks[[1]])).sum() / 2.0
     torch.testing.assert_close(got, ref)
+    # the criterion's once-per-batch geometry gives the same loss as the masks themselves
+    second = {**target, "masks": masks.flip(-1)}
+    cached = cmt_losses.with_mask_geometry([target, second])
+    torch.testing.assert_close(cached[1]["mask_geometry"], cmt_losses.mask_geometry(masks.flip(-1)))
+    torch.testing.assert_close(cmt_losses.loss_approx({"pred_refs": refs}, cached[:1], indices, num_masks=2.0), ref)
+    assert "mask_geometry" not in target  # copies: the caller's targets are left as they were
     with pytest.raises(KeyError, match="pred_refs"):
         cmt_losses.loss_approx({}, [target], indices, num_masks=2.0)
 

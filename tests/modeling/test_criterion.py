@@ -437,3 +437,44 @@ def test_point_loss_random_points_approximate_full_resolution():
     crit_imp = _crit(matcher, point_sampler=PointSampler(enabled=True, num_points=500))
     imp = crit_imp(outputs, targets)
     assert all(torch.isfinite(v) for v in imp.values())
+
+
+def test_matched_with_masks_equals_a_loop_over_images_and_matches():
+    from simformer.modeling.mask_terms import matched_with_masks
+
+    g = torch.Generator().manual_seed(3)
+    per_query = torch.randn(3, 5, 4, 4, generator=g)
+    flags = [[True, False, True], [False], [True, True, False, True]]
+    targets = [_target(list(range(len(f))), f, torch.rand(len(f), 6, 6, generator=g)) for f in flags]
+    indices = [(torch.tensor([4, 0, 2]), torch.tensor([2, 0, 1])), (torch.tensor([1]), torch.tensor([0])),
+               (torch.tensor([3, 1, 0, 2]), torch.tensor([1, 3, 2, 0]))]
+    src, tgt = matched_with_masks(per_query, targets, indices)
+    want_src, want_tgt = [], []
+    for b, (q, t) in enumerate(indices):
+        for qi, ti in zip(q.tolist(), t.tolist()):
+            if flags[b][ti]:
+                want_src.append(per_query[b, qi])
+                want_tgt.append(targets[b]["masks"][ti])
+    torch.testing.assert_close(src, torch.stack(want_src))
+    torch.testing.assert_close(tgt, torch.stack(want_tgt))
+    # the same selection on another per-target tensor
+    for tg in targets:
+        tg["score"] = tg["labels"].float() * 10
+    _, scores = matched_with_masks(per_query, targets, indices, key="score")
+    assert scores.tolist() == [20.0, 0.0, 10.0, 30.0, 0.0]
+
+
+def test_with_complement_is_one_minus_the_union_of_each_images_masked_targets():
+    from simformer.modeling.mask_terms import with_complement
+
+    g = torch.Generator().manual_seed(5)
+    flags = [[True, False, True], [False], [True, True]]  # image 1: no target with a mask
+    targets = [_target(list(range(len(f))), f, (torch.rand(len(f), 5, 7, generator=g) > 0.6)) for f in flags]
+    got = with_complement(targets)
+    for tg, out in zip(targets, got):
+        want = torch.ones(5, 7)
+        for m, keep in zip(tg["masks"], tg["has_mask"]):
+            if keep:
+                want = torch.minimum(want, 1 - m)
+        torch.testing.assert_close(out["complement"], want)
+        assert "complement" not in tg
