@@ -173,6 +173,58 @@ def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFo
     return text + "\n"
 
 
+def _read_json(path: str) -> dict:
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
+def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "SimFormer*",
+                         stage1: str = "SimFormer", oracle: str = "FullyOracle") -> str:
+    """Per novel class (of the first ``retrained`` run's split): mean over seeds of the val IoU of
+    ``oracle``, ``stage1`` and ``retrained``, and of the train-set IoU of the ``retrained`` runs'
+    pseudo labels; plus the Pearson correlation over (class, seed) of the pseudo-label IoU with
+    the re-trained model's IoU as a share of the oracle's (class difficulty confounds it: a class
+    that is easy to label is also easy to learn)."""
+    from scipy import stats
+
+    runs = df[df["method"] == retrained]
+    if runs.empty or oracle not in set(df["method"]):
+        return ""
+    first = os.path.join(results_dir, str(runs["run_dir"].iloc[0]))
+    split = _read_json(os.path.join(first, "run_info.json"))["split"]
+    novel = [split["class_names"][i] for i in split["novel"]]
+
+    def per_class(method: str, file: str, key) -> pd.DataFrame:
+        rows = {}
+        for _, r in df[df["method"] == method].iterrows():
+            path = os.path.join(results_dir, str(r["run_dir"]), file)
+            if os.path.isfile(path):
+                rows[(r["split"], r["seed"])] = key(_read_json(path))
+        return pd.DataFrame.from_dict(rows, orient="index")[novel] if rows else pd.DataFrame(columns=novel)
+
+    cols = {f"{oracle} (val)": per_class(oracle, "metrics.json", lambda m: m["per_class_iou"]),
+            f"{stage1} (val)": per_class(stage1, "metrics.json", lambda m: m["per_class_iou"]),
+            "pseudo labels (train)": per_class(retrained, "pseudo_labels.json", lambda m: m["per_class_iou"]),
+            f"{retrained} (val)": per_class(retrained, "metrics.json", lambda m: m["per_class_iou"])}
+    lines = [f"### Re-training per novel class: {retrained}, its pseudo labels and {oracle}\n",
+             "| class | " + " | ".join(f"{k} n = {len(v)}" for k, v in cols.items()) + " |",
+             "|---" + "|---:" * len(cols) + "|"]
+    for c in novel:
+        lines.append(f"| {c} | " + " | ".join(_mean_std(v[c]) if c in v else "n/a" for v in cols.values()) + " |")
+    labels, final = cols["pseudo labels (train)"], cols[f"{retrained} (val)"]
+    share = final.div(cols[f"{oracle} (val)"].mean(), axis=1)
+    keys = labels.index.intersection(share.index)
+    text = "\n".join(lines) + "\n\nIoU percent, mean ± std over seeds (ddof 1)."
+    if len(keys) > 2:
+        x, y = labels.loc[keys].to_numpy().ravel(), share.loc[keys].to_numpy().ravel()
+        r = stats.pearsonr(x, y)
+        text += (f" Pseudo-label IoU vs {retrained}'s IoU as a share of {oracle}'s mean, over "
+                 f"{len(x)} (class, seed) pairs: Pearson r = {r.statistic:.2f}, p = {_p(r.pvalue)}.")
+    return text + "\n"
+
+
 def _p(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2g}"
 
@@ -203,8 +255,9 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
     order_text = ordering_table(df) if {"Pr", "SimFormer"} <= present else ""
     if order_text:
         parts.append(order_text)
-    retrain_text = "\n".join(filter(None, (retraining_table(df, os.path.dirname(os.path.abspath(results)), r, s1)
-                                            for r, s1 in RETRAINED)))
+    results_dir = os.path.dirname(os.path.abspath(results))
+    retrain_text = "\n".join(filter(None, [retraining_table(df, results_dir, r, s1) for r, s1 in RETRAINED]
+                                     + [retraining_per_class(df, results_dir)]))
     if retrain_text:
         parts.append(retrain_text)
     gap_text = oracle_gap_table(pd.read_csv(oracle_gap), pd.unique(df["method"])) if oracle_gap else ""

@@ -86,3 +86,32 @@ def test_retraining_table_pairs_two_retrainings_without_a_paper_gain(tmp_path):
     assert text.startswith("### Re-training: SimFormer*@1800 against SimFormer*, paired by seed")
     assert "| split1 | 1 | 44.0 | n/a | n/a | 47.0 | +3.0 |" in text
     assert "Gain +1.0 ± 2.8 novel mIoU (n = 2 seeds)" in text and "Paper" not in text
+
+
+def test_retraining_per_class_reads_each_runs_files(tmp_path):
+    import json
+
+    split = {"class_names": ["a", "b", "c"], "novel": [0, 2], "base": [1]}
+    iou = {  # (method, seed) -> per-class IoU written to the run's file
+        ("FullyOracle", 1): {"a": 80.0, "b": 70.0, "c": 60.0}, ("FullyOracle", 2): {"a": 60.0, "b": 70.0, "c": 40.0},
+        ("SimFormer", 1): {"a": 50.0, "b": 60.0, "c": 30.0}, ("SimFormer", 2): {"a": 40.0, "b": 60.0, "c": 20.0},
+        ("SimFormer*", 1): {"a": 35.0, "b": 60.0, "c": 10.0}, ("SimFormer*", 2): {"a": 70.0, "b": 60.0, "c": 25.0},
+        ("SimFormer*", 3): {"a": 56.0, "b": 60.0, "c": 40.0}}
+    labels = {1: {"a": 60.0, "c": 20.0}, 2: {"a": 90.0, "c": 40.0}, 3: {"a": 80.0, "c": 70.0}}
+    rows = []
+    for (method, seed), per_class in iou.items():
+        run = f"runs/{method}/s{seed}"
+        os.makedirs(tmp_path / run)
+        json.dump({"per_class_iou": per_class}, open(tmp_path / run / "metrics.json", "w"))
+        json.dump({"split": split}, open(tmp_path / run / "run_info.json", "w"))
+        if method == "SimFormer*":
+            json.dump({"per_class_iou": labels[seed]}, open(tmp_path / run / "pseudo_labels.json", "w"))
+        rows.append(dict(method=method, split="split1", seed=seed, run_dir=run))
+    text = toyscenes_report.retraining_per_class(pd.DataFrame(rows), str(tmp_path))
+    assert "| a | 70.0 ± 14.1 | 45.0 ± 7.1 | 76.7 ± 15.3 | 53.7 ± 17.6 |" in text
+    assert "| c | 50.0 ± 14.1 | 25.0 ± 7.1 | 43.3 ± 25.2 | 25.0 ± 15.0 |" in text
+    assert "| b |" not in text  # base class
+    # share of the oracle's mean: a / 70, c / 50, paired with the labels' IoU by (class, seed)
+    r = stats.pearsonr([60, 20, 90, 40, 80, 70], [35 / 70, 10 / 50, 70 / 70, 25 / 50, 56 / 70, 40 / 50])
+    assert f"over 6 (class, seed) pairs: Pearson r = {r.statistic:.2f}" in text
+    assert toyscenes_report.retraining_per_class(pd.DataFrame(rows[2:]), str(tmp_path)) == ""  # no oracle
