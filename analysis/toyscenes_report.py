@@ -61,13 +61,38 @@ def _mean_std(v: pd.Series) -> str:
     return "n/a" if v.empty else f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
 
 
-def summary_table(df: pd.DataFrame) -> str:
-    """One row per method: mean ± std (ddof 1) and n of each metric, novel relative to FullyOracle."""
+def _read_json(path: str) -> dict:
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_references(specs) -> pd.DataFrame:
+    """``NAME=GLOB`` specs -> one row per metrics.json matched (method = NAME): reference rows that
+    are not runs of the sweep, e.g. the non-deep per-pixel classifier."""
+    import glob
+
+    rows = []
+    for spec in specs or ():
+        name, sep, pattern = spec.partition("=")
+        files = sorted(glob.glob(pattern)) if sep else []
+        if not files:
+            raise SystemExit(f"--reference {spec!r}: expected NAME=GLOB matching metrics.json files; none found")
+        rows += [dict(method=name, **{m: _read_json(f)[m] for m in SUMMARY_METRICS}) for f in files]
+    return pd.DataFrame(rows)
+
+
+def summary_table(df: pd.DataFrame, references: pd.DataFrame = None) -> str:
+    """One row per method: mean ± std (ddof 1) and n of each metric, novel relative to FullyOracle;
+    then the ``references`` rows (same columns), marked as references."""
     oracle = df[df["method"] == "FullyOracle"]["novel_miou"].mean() if "FullyOracle" in set(df["method"]) else None
     lines = ["| method | n | novel mIoU | base mIoU | all mIoU | HM | novel / FullyOracle |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for method in pd.unique(df["method"]):
-        g = df[df["method"] == method]
+    refs = references if references is not None else pd.DataFrame(columns=["method"])
+    both = pd.concat([df.assign(ref=False), refs.assign(ref=True)], ignore_index=True)
+    for (method, is_ref), g in both.groupby(["method", "ref"], sort=False):
+        method = f"{method} (reference, not deep)" if is_ref else method
         cells = [_mean_std(g[m]) for m in SUMMARY_METRICS]
         rel = f"{100 * g['novel_miou'].mean() / oracle:.0f} %" if oracle else "n/a"
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {rel} |")
@@ -173,13 +198,6 @@ def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFo
     return text + "\n"
 
 
-def _read_json(path: str) -> dict:
-    import json
-
-    with open(path) as f:
-        return json.load(f)
-
-
 def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "SimFormer*",
                          stage1: str = "SimFormer", oracle: str = "FullyOracle") -> str:
     """Per novel class (of the first ``retrained`` run's split): mean over seeds of the val IoU of
@@ -229,8 +247,9 @@ def _p(value: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2g}"
 
 
-def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
+def build(results: str, out: str, doc: str = "", oracle_gap: str = "", references=()) -> str:
     df = pd.read_csv(results)
+    refs = read_references(references)
     present = set(df["method"])
     parts = []
     for table, methods in TABLES:
@@ -266,7 +285,7 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "") -> str:
     text = "\n".join(parts)
     atomic_write_text(os.path.join(out, "tables.md"), text)
     if doc:
-        replace_block(doc, "summary", summary_table(df))
+        replace_block(doc, "summary", summary_table(df, refs))
         if order_text:
             replace_block(doc, "table2_order", order_text)
         if retrain_text:
@@ -283,8 +302,11 @@ def main(argv=None) -> int:
     p.add_argument("--doc", default="", help="Markdown file whose 'summary' block to rewrite")
     p.add_argument("--oracle-gap", default="", metavar="CSV",
                    help="CSV of analysis/oracle_gap.py: adds the oracle gap table (and the doc's 'oracle_gap' block)")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME=GLOB",
+                   help="reference rows for the summary from metrics.json files, e.g. "
+                        "'per-pixel Gaussian=docs/results/pixel_classifier/seed[0-9]/metrics.json'")
     args = p.parse_args(argv)
-    print(build(args.results, args.out, args.doc, args.oracle_gap))
+    print(build(args.results, args.out, args.doc, args.oracle_gap, args.reference))
     return 0
 
 

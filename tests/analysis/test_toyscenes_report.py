@@ -3,6 +3,7 @@ import os
 import sys
 
 import pandas as pd
+import pytest
 from scipy import stats
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "analysis"))
@@ -115,3 +116,19 @@ def test_retraining_per_class_reads_each_runs_files(tmp_path):
     r = stats.pearsonr([60, 20, 90, 40, 80, 70], [35 / 70, 10 / 50, 70 / 70, 25 / 50, 56 / 70, 40 / 50])
     assert f"over 6 (class, seed) pairs: Pearson r = {r.statistic:.2f}" in text
     assert toyscenes_report.retraining_per_class(pd.DataFrame(rows[2:]), str(tmp_path)) == ""  # no oracle
+
+
+def test_summary_lists_reference_rows_after_the_methods(tmp_path):
+    import json
+
+    for seed, novel in [(1, 30.0), (2, 34.0)]:
+        os.makedirs(tmp_path / f"seed{seed}")
+        json.dump({"novel_miou": novel, "base_miou": 50.0, "miou": 45.0, "hm": 40.0},
+                  open(tmp_path / f"seed{seed}" / "metrics.json", "w"))
+    refs = toyscenes_report.read_references([f"pixel={tmp_path}/seed*/metrics.json"])
+    df = pd.DataFrame([dict(method="FullyOracle", novel_miou=64.0, base_miou=60.0, miou=61.0, hm=62.0)])
+    lines = toyscenes_report.summary_table(df, refs).splitlines()
+    assert lines[2].startswith("| FullyOracle | 1 | 64.0 |")
+    assert lines[3] == "| pixel (reference, not deep) | 2 | 32.0 ± 2.8 | 50.0 ± 0.0 | 45.0 ± 0.0 | 40.0 ± 0.0 | 50 % |"
+    with pytest.raises(SystemExit, match="none found"):
+        toyscenes_report.read_references([f"pixel={tmp_path}/nothing/*.json"])
