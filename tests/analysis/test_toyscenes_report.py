@@ -132,3 +132,13 @@ def test_summary_lists_reference_rows_after_the_methods(tmp_path):
     assert lines[3] == "| pixel (reference, not deep) | 2 | 32.0 ± 2.8 | 50.0 ± 0.0 | 45.0 ± 0.0 | 40.0 ± 0.0 | 50 % |"
     with pytest.raises(SystemExit, match="none found"):
         toyscenes_report.read_references([f"pixel={tmp_path}/nothing/*.json"])
+
+
+def test_summary_sets_a_longer_budget_against_fullyoracle_at_that_budget():
+    df = pd.DataFrame([dict(method=m, novel_miou=v, base_miou=1.0, miou=1.0, hm=1.0) for m, v in
+                       [("FullyOracle", 60.0), ("FullyOracle@1800", 80.0), ("SimFormer", 45.0),
+                        ("SimFormer*@1800", 60.0), ("SimFormer@3600", 70.0)]])
+    rel = {line.split(" | ")[0][2:]: line.split(" | ")[-1].rstrip(" |") for line in
+           toyscenes_report.summary_table(df).splitlines()[2:7]}
+    assert rel == {"FullyOracle": "100 %", "FullyOracle@1800": "100 %", "SimFormer": "75 %",
+                   "SimFormer*@1800": "75 %", "SimFormer@3600": "n/a"}
