@@ -169,8 +169,6 @@ def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFo
     set (its collected ``pseudo_labels.json``), the re-trained model's novel mIoU (val) and the
     gain; then the mean gain, paired t-test (pairs = seeds) and the paper's gains (Table 1) where
     the paper has both rows."""
-    import json
-
     from scipy import stats
 
     pipe = df[df["method"] == retrained].set_index(["split", "seed"])
@@ -184,10 +182,7 @@ def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFo
     gains = []
     for split, seed in keys:
         label_file = os.path.join(results_dir, str(pipe.loc[(split, seed), "run_dir"]), "pseudo_labels.json")
-        quality = {}
-        if os.path.isfile(label_file):
-            with open(label_file) as f:
-                quality = json.load(f)["quality"]
+        quality = _read_json(label_file)["quality"] if os.path.isfile(label_file) else {}
         before, after = float(first.loc[(split, seed), "novel_miou"]), float(pipe.loc[(split, seed), "novel_miou"])
         gains.append(after - before)
         cells = [f"{quality[k]:.1f}" if k in quality else "n/a" for k in ("novel_miou", "miou")]
@@ -220,18 +215,19 @@ def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "S
     split = _read_json(os.path.join(first, "run_info.json"))["split"]
     novel = [split["class_names"][i] for i in split["novel"]]
 
-    def per_class(method: str, file: str, key) -> pd.DataFrame:
+    def per_class(method: str, file: str) -> pd.DataFrame:
+        """``per_class_iou`` of ``file`` in each run of ``method``: rows (split, seed), novel columns."""
         rows = {}
         for _, r in df[df["method"] == method].iterrows():
             path = os.path.join(results_dir, str(r["run_dir"]), file)
             if os.path.isfile(path):
-                rows[(r["split"], r["seed"])] = key(_read_json(path))
+                rows[(r["split"], r["seed"])] = _read_json(path)["per_class_iou"]
         return pd.DataFrame.from_dict(rows, orient="index")[novel] if rows else pd.DataFrame(columns=novel)
 
-    cols = {f"{oracle} (val)": per_class(oracle, "metrics.json", lambda m: m["per_class_iou"]),
-            f"{stage1} (val)": per_class(stage1, "metrics.json", lambda m: m["per_class_iou"]),
-            "pseudo labels (train)": per_class(retrained, "pseudo_labels.json", lambda m: m["per_class_iou"]),
-            f"{retrained} (val)": per_class(retrained, "metrics.json", lambda m: m["per_class_iou"])}
+    cols = {f"{oracle} (val)": per_class(oracle, "metrics.json"),
+            f"{stage1} (val)": per_class(stage1, "metrics.json"),
+            "pseudo labels (train)": per_class(retrained, "pseudo_labels.json"),
+            f"{retrained} (val)": per_class(retrained, "metrics.json")}
     lines = [f"### Re-training per novel class: {retrained}, its pseudo labels and {oracle}\n",
              "| class | " + " | ".join(f"{k} n = {len(v)}" for k, v in cols.items()) + " |",
              "|---" + "|---:" * len(cols) + "|"]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .losses import dice_loss, sigmoid_focal_loss
 from .point_sampling import PointSampler, point_sample
 
-__all__ = ["flat_indices", "has_mask", "matched_with_masks", "loss_masks", "with_complement", "loss_complementary"]
+__all__ = ["flat_indices", "has_mask", "matched_has_mask", "matched_with_masks", "loss_masks", "with_complement", "loss_complementary"]
 
 
 def flat_indices(indices, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -35,6 +35,17 @@ def has_mask(target: dict) -> torch.Tensor:
     return hm.bool()
 
 
+def matched_has_mask(targets: Sequence[dict], indices
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All matches of the batch on the CPU: ``(batch_idx, query_idx, flat_target_idx, has_mask)``,
+    ``flat_target_idx`` indexing the batch's concatenated targets; the has-mask flags are copied
+    from the targets' device once per call (one synchronisation, not one per image)."""
+    b, q, t = flat_indices(indices, "cpu")
+    counts = torch.tensor([0] + [tg["labels"].shape[0] for tg in targets[:-1]], dtype=torch.long)
+    flat_t = counts.cumsum(0)[b] + t
+    return b, q, flat_t, torch.cat([has_mask(tg) for tg in targets]).cpu()[flat_t]
+
+
 def matched_with_masks(per_query: torch.Tensor, targets: Sequence[dict], indices, key: str = "masks"
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The rows of ``per_query [B,Q,...]`` matched to targets that carry a mask, and those targets'
@@ -42,13 +53,9 @@ def matched_with_masks(per_query: torch.Tensor, targets: Sequence[dict], indices
 
     Returns ``src [M,...]`` (float) and ``tgt [M,...]`` on ``per_query``'s device, image by image in
     match order. Queries matched to mask-less (novel) targets are left out: no gradient reaches them.
-    The selection is one flat index over the batch: a single device-to-host copy of the has-mask
-    flags per call, not one synchronising boolean index per image.
+    The selection is one flat index over the batch (``matched_has_mask``).
     """
-    b, q, t = flat_indices(indices, "cpu")
-    counts = torch.tensor([0] + [tg["labels"].shape[0] for tg in targets[:-1]], dtype=torch.long)
-    flat_t = counts.cumsum(0)[b] + t  # index into the batch's concatenated targets
-    keep = torch.cat([has_mask(tg) for tg in targets]).cpu()[flat_t]
+    b, q, flat_t, keep = matched_has_mask(targets, indices)
     values = torch.cat([tg[key] for tg in targets])
     src = per_query[b[keep].to(per_query.device), q[keep].to(per_query.device)]
     return src.float(), values[flat_t[keep].to(values.device)].to(per_query.device)
@@ -104,9 +111,8 @@ def loss_complementary(pred_masks: torch.Tensor, targets: Sequence[dict], indice
     ``with_complement``; computed here when absent); valid pixels only.
     """
     device = pred_masks.device
-    b, q, _ = flat_indices(indices, device)
-    novel = torch.cat([~has_mask(tg)[ti.to(tg["labels"].device)] for tg, (_, ti) in zip(targets, indices)])
-    novel = novel.to(device)
+    b, q, _, keep = matched_has_mask(targets, indices)
+    b, q, novel = b.to(device), q.to(device), ~keep.to(device)
     if not novel.any():
         zero = pred_masks.sum() * 0.0
         return {"loss_comp_mask": zero, "loss_comp_dice": zero.clone()}
