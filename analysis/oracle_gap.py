@@ -26,6 +26,9 @@ from typing import List, Optional
 
 import pandas as pd
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kept_rows import merge_rows  # noqa: E402
+
 COLUMNS = ["method", "split", "seed", "run", "novel_achieved", "novel_oracle", "novel_union", "oracle_gap",
            "base_achieved", "base_oracle", "base_union", "num_images"]
 PIPELINE_STAGES = ("stage1_train", "stage2_retrain")
@@ -111,7 +114,8 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default=None, help="dataset to analyse (default: each config's DATASETS.TEST[0])")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: as the simformer CLI)")
     p.add_argument("--keep", action="store_true",
-                   help="keep the rows of runs already in --out (analyse only the new runs of a growing sweep)")
+                   help="keep the rows of runs already in --out: analyse only the new runs of a growing sweep, "
+                        "and keep the rows of runs no longer under runs_root (trained on another machine)")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides applied to every run")
     args = p.parse_args(argv)
     from simformer.utils.threads import configure_threads
@@ -123,7 +127,8 @@ def main(argv=None) -> int:
         print(f"{args.out} is not an oracle-gap CSV (columns {list(known.columns)}); drop --keep to rewrite it",
               file=sys.stderr)
         return 2
-    df = oracle_gap_table(args.runs_root, args.dataset, args.opts, known)
+    df = merge_rows(known, oracle_gap_table(args.runs_root, args.dataset, args.opts, known))
+    df = df.sort_values("run", kind="stable").reset_index(drop=True)  # find_runs' order
     if df.empty:
         print(f"no run with config.yaml + model_final.pth and mask proposals under {args.runs_root}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
+from kept_rows import merge_rows  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 from oracle_gap import find_runs, run_key  # noqa: E402
 from paper_tables import paper_results  # noqa: E402
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--pairs", type=int, default=100, help="training image pairs per run (default 100, the paper's)")
     p.add_argument("--seed", type=int, default=0, help="loader order and point draws (default 0)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: as the simformer CLI)")
-    p.add_argument("--keep", action="store_true", help="keep the rows of runs already in --out")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the rows of runs already in --out, including those of runs no longer under runs_root")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides applied to every run")
     args = p.parse_args(argv)
     from simformer.utils.io import atomic_path
@@ -101,10 +103,11 @@ def main(argv=None) -> int:
             print(f"{row['run']}: novel F1 similar {row['novel_f1_similar']:.1f} / dissimilar "
                   f"{row['novel_f1_dissimilar']:.1f}, base {row['base_f1_similar']:.1f} / "
                   f"{row['base_f1_dissimilar']:.1f}", flush=True)
-    if not rows:
+    df = merge_rows(known, pd.DataFrame(rows, columns=COLUMNS))
+    df = df.sort_values("run", kind="stable").reset_index(drop=True)  # find_runs' order
+    if df.empty:
         print(f"no run with SimNet and pairs under {args.runs_root}", file=sys.stderr)
         return 1
-    df = pd.DataFrame(rows, columns=COLUMNS)
     with atomic_path(args.out, ".csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
     if args.doc:

@@ -10,7 +10,12 @@ OUT/bars_*.png and, with --doc, the generated "summary" (mean ± std, n, per met
 document. Methods
 missing from the CSV are skipped. With ``--oracle-gap CSV`` (from analysis/oracle_gap.py) the
 "oracle gap" table (novel achieved vs best-query-mask oracle, docs/proposals.md) is added to
-tables.md and, with --doc, written as the generated "oracle_gap" block.
+tables.md and, with --doc, written as the generated "oracle_gap" block. A CSV of the Fig. 6 sweeps
+(experiments/toyscenes/fig6_*.yaml: a grid column alpha, beta or gamma) gives the sensitivity table,
+OUT/fig6_<param>.png (log x, every run a dot) and, with --doc, the "fig6_<param>" block; such runs
+are left out of the summary and the bars. When the curves.csv beside the CSV shows FullyOracle or
+SimFormer trained at several budgets (methods X and X@B), the "budget" block and OUT/budget_*.png
+follow (analysis/axis_blocks.py).
 """
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ import sys
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from convergence_report import mean_std  # noqa: E402
+from axis_blocks import grid_params, write_axis_blocks  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 
 from simformer.sweeps.plots import plot_bars, save_figure
-from simformer.stats import compare, format_markdown, holm
+from simformer.stats import compare, format_markdown, format_p, holm
 from simformer.utils.io import atomic_write_text
 
 _spec = importlib.util.spec_from_file_location("paper_tables", os.path.join(os.path.dirname(__file__), "paper_tables.py"))
@@ -54,12 +61,8 @@ TABLE2_ORDER = [("Pr", "Pr+Pi"), ("Pr", "Pr+Co"), ("Pr+Pi", "SimFormer"), ("Pr+C
 # their training set, or (stage-2 budget) the same re-training at the recipe's budget and the
 # stage-1 method at the same longer budget.
 RETRAINED = [("SimFormer*", "SimFormer"), ("SimFormer*+GFSAM", "SimFormer"), ("SimFormer*@1800", "SimFormer"),
-             ("SimFormer*@1800", "SimFormer*"), ("SimFormer*@1800", "SimFormer@1800")]
-
-
-def _mean_std(v: pd.Series) -> str:
-    v = v.dropna()
-    return "n/a" if v.empty else f"{v.mean():.1f}" + (f" ± {v.std(ddof=1):.1f}" if len(v) > 1 else "")
+             ("SimFormer*@1800", "SimFormer*"), ("SimFormer*@1800", "SimFormer@1800"),
+             ("SimFormer*@1200", "SimFormer@1200")]
 
 
 def _read_json(path: str) -> dict:
@@ -97,7 +100,7 @@ def summary_table(df: pd.DataFrame, references: pd.DataFrame = None) -> str:
         budget = method.partition("@")[2] if not is_ref else ""
         same = oracle.get("FullyOracle" + (f"@{budget}" if budget else ""))
         method = f"{method} (reference, not deep)" if is_ref else method
-        cells = [_mean_std(g[m]) for m in SUMMARY_METRICS]
+        cells = [mean_std(g[m]) for m in SUMMARY_METRICS]
         rel = f"{100 * g['novel_miou'].mean() / same:.0f} %" if same else "n/a"
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {rel} |")
     return "\n".join(lines) + ("\n\nmean ± std over seeds (ddof 1), percent, ToyScenes val; a method `X@B` is "
@@ -119,7 +122,7 @@ def oracle_gap_table(gap: pd.DataFrame, order=()) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for method in methods:
         g = gap[gap["method"] == method]
-        cells = [_mean_std(g[c]) for c in ("novel_achieved", "novel_oracle", "novel_union", "oracle_gap")]
+        cells = [mean_std(g[c]) for c in ("novel_achieved", "novel_oracle", "novel_union", "oracle_gap")]
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + ("\n\nnovel mIoU, percent, mean ± std over seeds (ddof 1). A large gap: the masks are "
                                "there, the class assignment misses them; a small gap with a low oracle: the masks "
@@ -156,7 +159,7 @@ def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_mi
         order = ("yes" if r["diff"] > 0 else "no") + (" (significant)" if p_holm < 0.05 else "")
         ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
         lines.append(f"| {low} | {high} | {int(r['n_baseline'])} vs {int(r['n'])} | {r['baseline_mean']:.1f} "
-                     f"| {r['mean']:.1f} | {r['diff']:+.1f} | {ci} | {_p(r['p_value'])} | {_p(p_holm)} "
+                     f"| {r['mean']:.1f} | {r['diff']:+.1f} | {ci} | {format_p(r['p_value'])} | {format_p(p_holm)} "
                      f"| {order} | {p_diff} |")
     return "\n".join(lines) + ("\n\npercent, ToyScenes val; Welch t-test, two-sided, unpaired, ddof 1; Holm "
                                "across the pairs tested; 'significant': Holm p < 0.05.\n")
@@ -193,7 +196,7 @@ def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFo
     paper_gain = paper.loc[retrained] - paper.loc[stage1] if {stage1, retrained} <= set(paper.index) else None
     text = "\n".join(lines) + (
         f"\n\nGain {g.mean():+.1f}" + (f" ± {g.std(ddof=1):.1f}" if len(g) > 1 else "")
-        + f" novel mIoU (n = {len(g)} seeds); paired t-test (two-sided, pairs = seeds, ddof 1): p = {_p(p)}.")
+        + f" novel mIoU (n = {len(g)} seeds); paired t-test (two-sided, pairs = seeds, ddof 1): p = {format_p(p)}.")
     if paper_gain is not None:
         text += f" Paper (Table 1, 8 splits): {paper_gain.min():+.1f} to {paper_gain.max():+.1f}."
     return text + "\n"
@@ -232,7 +235,7 @@ def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "S
              "| class | " + " | ".join(f"{k} n = {len(v)}" for k, v in cols.items()) + " |",
              "|---" + "|---:" * len(cols) + "|"]
     for c in novel:
-        lines.append(f"| {c} | " + " | ".join(_mean_std(v[c]) if c in v else "n/a" for v in cols.values()) + " |")
+        lines.append(f"| {c} | " + " | ".join(mean_std(v[c]) if c in v else "n/a" for v in cols.values()) + " |")
     labels, final = cols["pseudo labels (train)"], cols[f"{retrained} (val)"]
     share = final.div(cols[f"{oracle} (val)"].mean(), axis=1)
     keys = labels.index.intersection(share.index)
@@ -241,12 +244,8 @@ def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "S
         x, y = labels.loc[keys].to_numpy().ravel(), share.loc[keys].to_numpy().ravel()
         r = stats.pearsonr(x, y)
         text += (f" Pseudo-label IoU vs {retrained}'s IoU as a share of {oracle}'s mean, over "
-                 f"{len(x)} (class, seed) pairs: Pearson r = {r.statistic:.2f}, p = {_p(r.pvalue)}.")
+                 f"{len(x)} (class, seed) pairs: Pearson r = {r.statistic:.2f}, p = {format_p(r.pvalue)}.")
     return text + "\n"
-
-
-def _p(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{value:.2g}"
 
 
 def build(results: str, out: str, doc: str = "", oracle_gap: str = "", references=()) -> str:
@@ -270,8 +269,10 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
         parts.append(f"### {metric}: each method vs {baseline} (Welch t-test, two-sided, unpaired, ddof=1)\n\n"
                      + format_markdown(table) + "\n")
     os.makedirs(out, exist_ok=True)
-    for metric in ("novel_miou", "base_miou"):
-        result = plot_bars(df, metric=metric, title=f"ToyScenes: {metric} per method")
+    grid = grid_params(df)
+    plain = df[df[grid].isna().all(axis=1)] if grid else df  # runs at the defaults: bars and summary
+    for metric in ("novel_miou", "base_miou") if len(plain) else ():
+        result = plot_bars(plain, metric=metric, title=f"ToyScenes: {metric} per method")
         save_figure(result.figure, os.path.join(out, f"bars_{metric}.png"))
     order_text = ordering_table(df) if {"Pr", "SimFormer"} <= present else ""
     if order_text:
@@ -281,19 +282,24 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
                                      + [retraining_per_class(df, results_dir)]))
     if retrain_text:
         parts.append(retrain_text)
+    axes = write_axis_blocks(df, results_dir, out)
+    parts += list(axes.values())
     gap_text = oracle_gap_table(pd.read_csv(oracle_gap), pd.unique(df["method"])) if oracle_gap else ""
     if gap_text:
         parts.append(gap_text)
     text = "\n".join(parts)
     atomic_write_text(os.path.join(out, "tables.md"), text)
     if doc:
-        replace_block(doc, "summary", summary_table(df, refs))
+        if len(plain):
+            replace_block(doc, "summary", summary_table(plain, refs))
         if order_text:
             replace_block(doc, "table2_order", order_text)
         if retrain_text:
             replace_block(doc, "retraining", retrain_text)
         if gap_text:
             replace_block(doc, "oracle_gap", gap_text)
+        for name, block in axes.items():
+            replace_block(doc, name, block)
     return text
 
 

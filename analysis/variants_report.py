@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from markdown_blocks import replace_block  # noqa: E402
 from toyscenes_report import oracle_gap_table  # noqa: E402
 
-from simformer.stats import StatsWarning, compare, format_markdown, holm
+from simformer.stats import StatsWarning, compare, format_markdown, format_p, holm
 from simformer.sweeps.plots import plot_bars, save_figure
 from simformer.utils.io import atomic_write_text
 
@@ -63,9 +63,7 @@ def _fmt(v: float, nd: int = 1) -> str:
 
 
 def _p(v: float) -> str:
-    if v is None or math.isnan(v):
-        return "–"
-    return f"{v:.1e}" if v < 1e-3 else f"{v:.3f}"
+    return format_p(v, missing="–")
 
 
 def comparisons(df: pd.DataFrame) -> dict:

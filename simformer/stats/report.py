@@ -19,9 +19,10 @@ def _num(v: float, nd: int = 2) -> str:
     return f"{v:.{nd}f}"
 
 
-def _p(v: float) -> str:
+def format_p(v: float, missing: str = "n/a") -> str:
+    """A p-value as every table of the suite prints it: 3 decimals, scientific below 0.001."""
     if v is None or math.isnan(v):
-        return "n/a"
+        return missing
     return f"{v:.2e}" if v < 1e-3 else f"{v:.3f}"
 
 
@@ -72,7 +73,7 @@ def format_markdown(table: pd.DataFrame) -> str:
         ci = "" if math.isnan(r.ci_low) and math.isnan(r.ci_high) else \
             f"[{_num(r.ci_low)}, {_num(r.ci_high)}]"
         lines.append(f"| {r.method} | {r.split} | {r.n} | {_mean_std(r.mean, r.std)} | "
-                     f"{_num(r.diff)} | {ci} | {_p(r.p_value)} | {_p(r.p_holm)} | "
+                     f"{_num(r.diff)} | {ci} | {format_p(r.p_value)} | {format_p(r.p_holm)} | "
                      f"{_num(r.hedges_g)} |")
     lines += ["", _footnote(table)]
     return "\n".join(lines) + "\n"

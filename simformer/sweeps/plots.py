@@ -57,7 +57,7 @@ def metric_label(metric: str, summary: pd.DataFrame, confidence: float) -> str:
     """Axis label in percent; the CI is named only if some group has n >= 2 (else it is a value)."""
     name = METRIC_LABELS.get(metric, metric)
     if (summary["n"].fillna(0) >= 2).any():
-        return f"{name} (%), mean ± {confidence:.0%} t-CI; dots = runs"
+        return f"{name} (%)\nmean ± {confidence:.0%} t-CI; dots = runs"
     return f"{name} (%), one run per bar"
 
 
@@ -151,13 +151,20 @@ def plot_curve(df: pd.DataFrame, *, param: str, metric: str, group: Optional[str
         summ["x"] = summ[param].astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
         ticks = cats
     summ["line"] = summ[keys].astype(str).agg(" / ".join, axis=1)
+    d = d.assign(line=d[keys].astype(str).agg(" / ".join, axis=1),
+                 x=summ.set_index(param)["x"].groupby(level=0).first().reindex(d[param]).to_numpy())
 
     fig, ax = _figure((5.0, 3.6))
     parts = []
     for label in first_seen_order(summ["line"]):
         rows = summ[summ["line"] == label].sort_values("x")
-        ax.errorbar(rows["x"], rows["mean"], yerr=_yerr(rows), marker="o", ms=4, capsize=3,
-                    label=label)
+        bar = ax.errorbar(rows["x"], rows["mean"], yerr=_yerr(rows), marker="o", ms=4, capsize=3,
+                          label=label)
+        runs = d[d["line"] == label]
+        ax.scatter(runs["x"], runs[metric], s=10, color=bar.lines[0].get_color(), alpha=0.6, zorder=3)
+        for _, r in rows.iterrows():
+            ax.annotate(f"n={int(r['n'])}", (r["x"], r["mean"]), xytext=(4, -10), textcoords="offset points",
+                        fontsize=6)
         parts.append(rows)
     if ticks is not None:
         ax.set_xticks(range(len(ticks)), ticks)
@@ -165,6 +172,10 @@ def plot_curve(df: pd.DataFrame, *, param: str, metric: str, group: Optional[str
         if (summ["x"] <= 0).any():
             raise ValueError(f"log x axis needs positive '{param}' values")
         ax.set_xscale("log")
+        values = sorted(set(summ["x"]))
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+    ax.margins(x=0.08)  # room for the n labels of the last point
     ax.set_xlabel(param + (" (log scale)" if logx and ticks is None else ""))
     ax.set_ylabel(metric_label(metric, summ, confidence))
     ax.set_title(title or f"{metric} vs {param}")

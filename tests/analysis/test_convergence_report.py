@@ -21,7 +21,7 @@ def fake_sweep(tmp_path):
         d = sweep / run
         d.mkdir(parents=True)
         (d / "metrics.json").write_text(json.dumps({"miou": final}))
-        lines = [{"iteration": 20, "total_loss": 9.0 + seed, "loss_ce": 2.0},
+        lines = [{"iteration": 20, "total_loss": 9.0 + seed, "loss_ce": 2.0, "time_per_iter": 0.5, "lr": 1e-3},
                  {"iteration": 150, "eval": {"miou": final / 2, "novel_miou": final / 3}},
                  {"iteration": 300, "eval": {"miou": final, "novel_miou": final / 2}}]
         (d / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
@@ -46,6 +46,8 @@ def test_collect_then_report_reproduces_the_run_values(tmp_path):
     ev = curves[(curves.series == "eval/miou") & (curves.method == "A") & (curves.seed == 2)]
     assert list(ev["iteration"]) == [150, 300] and list(ev["value"]) == [17.0, 34.0]
     assert float(curves[(curves.series == "total_loss") & (curves.seed == 2)]["value"].iloc[0]) == 11.0
+    assert float(curves[(curves.series == "time_per_iter") & (curves.seed == 2)]["value"].iloc[0]) == 0.5
+    assert "lr" not in set(curves.series)
     doc = tmp_path / "doc.md"
     doc.write_text("# title\n\nprose\n")
     text = convergence_report.build(str(dest), str(doc))

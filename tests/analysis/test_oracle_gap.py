@@ -81,6 +81,10 @@ def test_oracle_gap_rows_on_fake_runs(toy_env, tmp_path, capsys):
     assert (again.set_index("run").loc[list(df["run"]), "novel_oracle"] >= 1000.0).all()
     assert again.set_index("run").loc[os.path.join("B", "split1", "seed3"), "novel_oracle"] == pytest.approx(
         df.iloc[0]["novel_oracle"], abs=1e-3)
+    # a run no longer on this machine (its folder gone) keeps its committed row under --keep
+    os.remove(runs / "B" / "split1" / "seed3")
+    assert oracle_gap.main([str(runs), "--out", str(out), "--keep"]) == 0
+    assert pd.read_csv(out).equals(again)
 
 
 def test_report_oracle_gap_table(tmp_path):

@@ -8,6 +8,7 @@ from scipy import stats
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "analysis"))
 
+from test_axis_blocks import alpha_results, budget_runs  # noqa: E402
 import toyscenes_report  # noqa: E402
 
 VALUES = {"Pr": [10.0, 12.0, 11.0], "Pr+Pi": [20.0, 24.0, 22.0], "Pr+Co": [9.0, 8.0, 12.0],
@@ -17,6 +18,11 @@ VALUES = {"Pr": [10.0, 12.0, 11.0], "Pr+Pi": [20.0, 24.0, 22.0], "Pr+Co": [9.0, 
 def results():
     return pd.DataFrame([dict(method=m, split="split1", seed=i + 1, novel_miou=v)
                          for m, vals in VALUES.items() for i, v in enumerate(vals)])
+
+
+def fmt_p(p: float) -> str:
+    """The suite's p-value format, written out: 3 decimals, scientific below 0.001."""
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
 
 
 def row_cells(text, low, high):
@@ -39,7 +45,7 @@ def test_ordering_table_matches_scipy_welch_and_hand_holm():
         diff = sum(VALUES[high]) / 3 - sum(VALUES[low]) / 3
         assert cells[2] == "3 vs 3"
         assert float(cells[5]) == round(diff, 1)
-        assert cells[7] == f"{p:.2g}" and cells[8] == f"{p_holm:.2g}"
+        assert cells[7] == fmt_p(p) and cells[8] == fmt_p(p_holm)
         assert cells[9].startswith("yes" if diff > 0 else "no")
     # Pr+Co sits below Pr here: its pair is reported as out of the paper's order, not dropped.
     assert row_cells(text, "Pr", "Pr+Co")[9].startswith("no")
@@ -72,7 +78,7 @@ def test_retraining_table_pairs_seeds_and_reads_pseudo_label_quality(tmp_path):
     assert "| split1 | 3 | 45.0 | 63.0 | 80.0 | 50.0 | +5.0 |" in text
     assert "| split1 | 4 |" not in text
     p = stats.ttest_rel(after, before).pvalue
-    assert f"Gain +2.7 ± 3.2 novel mIoU (n = 3 seeds)" in text and f"p = {p:.2g}" in text
+    assert "Gain +2.7 ± 3.2 novel mIoU (n = 3 seeds)" in text and f"p = {fmt_p(p)}" in text
     # the paper's Table 1 gains SimFormer* - SimFormer over its 8 splits: +1.2 (ADE20K split1) to +3.3 (split4)
     assert "Paper (Table 1, 8 splits): +1.2 to +3.3." in text
     assert toyscenes_report.retraining_table(pd.DataFrame(rows[:1]), str(tmp_path)) == ""
@@ -142,3 +148,26 @@ def test_summary_sets_a_longer_budget_against_fullyoracle_at_that_budget():
            toyscenes_report.summary_table(df).splitlines()[2:7]}
     assert rel == {"FullyOracle": "100 %", "FullyOracle@1800": "100 %", "SimFormer": "75 %",
                    "SimFormer*@1800": "75 %", "SimFormer@3600": "n/a"}
+
+
+def test_build_on_a_fig6_csv_writes_the_curve_and_block_but_leaves_the_summary(tmp_path):
+    csv = tmp_path / "results.csv"
+    alpha_results().to_csv(csv, index=False)
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- generated:summary -->\nkept\n<!-- /generated:summary -->\n")
+    toyscenes_report.build(str(csv), str(tmp_path / "out"), str(doc))
+    text = doc.read_text()
+    assert "kept" in text and "<!-- generated:fig6_alpha -->" in text and "Sensitivity to alpha" in text
+    assert (tmp_path / "out" / "fig6_alpha.png").stat().st_size > 1000
+    assert not (tmp_path / "out" / "bars_novel_miou.png").exists()
+
+
+def test_build_writes_the_budget_block_and_figures(tmp_path):
+    df, curves = budget_runs()
+    df = df[df["method"] != "Pr"]
+    df.assign(base_miou=df["miou"], hm=df["miou"]).to_csv(tmp_path / "results.csv", index=False)
+    curves.to_csv(tmp_path / "curves.csv", index=False)
+    doc = tmp_path / "doc.md"
+    toyscenes_report.build(str(tmp_path / "results.csv"), str(tmp_path / "out"), str(doc))
+    assert "<!-- generated:budget -->" in doc.read_text()
+    assert (tmp_path / "out" / "budget_miou.png").stat().st_size > 1000

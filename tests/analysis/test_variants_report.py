@@ -14,7 +14,7 @@ import variants_report  # noqa: E402
 
 
 def fmt_p(p: float) -> str:
-    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
 
 
 def test_baselines_and_oracle():

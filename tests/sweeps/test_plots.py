@@ -110,6 +110,13 @@ def test_curve_points_equal_means_sorted_by_param(tmp_path):
         segs = c.lines[2][0].get_segments()
         assert segs[0][0][1] == pytest.approx(res.summary[(res.summary.split == s)]
                                               .sort_values("x").iloc[0].ci_low)
+    # every run is drawn as a dot at its own (alpha, value), one scatter per line
+    from matplotlib.collections import PathCollection
+
+    dots = [sorted(map(tuple, col.get_offsets().tolist())) for col in res.axes.collections
+            if isinstance(col, PathCollection)]
+    assert dots == [sorted(zip(df[df.split == s]["alpha"], df[df.split == s]["novel_miou"])) for s in SPLITS]
+    assert "dots = runs" in res.axes.get_ylabel()
     out = tmp_path / "alpha.png"
     P.save_figure(res.figure, str(out))
     assert_png(out)

@@ -1,0 +1,70 @@
+"""analysis/axis_blocks.py: the Fig. 6 sensitivity and training-budget blocks against hand computations."""
+import os
+import sys
+
+import pandas as pd
+from scipy import stats
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "analysis"))
+
+import axis_blocks  # noqa: E402
+
+
+def fmt_p(p: float) -> str:
+    """The suite's p-value format, written out: 3 decimals, scientific below 0.001."""
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
+
+
+ALPHA = {0.05: [40.0, 44.0, 42.0], 0.1: [50.0, 53.0, 51.0], 1.0: [30.0, 26.0, 31.0]}
+
+
+def alpha_results():
+    return pd.DataFrame([dict(run=f"simformer/split1/seed{i + 1}/alpha={a}", method="simformer", split="split1",
+                              seed=i + 1, alpha=a, novel_miou=v, base_miou=v + 10, miou=v + 5, hm=v + 2)
+                         for a, vals in ALPHA.items() for i, v in enumerate(vals)])
+
+
+def test_sensitivity_table_tests_each_value_against_the_default_with_holm():
+    text = axis_blocks.sensitivity_table(alpha_results(), "alpha")
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in text.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip()[0].isdigit()}
+    assert rows["0.1"][5] == "(default)" and rows["0.1"][2] == "51.3 ± 1.5"
+    raw = {a: stats.ttest_ind(ALPHA[a], ALPHA[0.1], equal_var=False).pvalue for a in (0.05, 1.0)}
+    lo, hi = sorted(raw, key=raw.get)
+    holm = {lo: min(1.0, 2 * raw[lo])}
+    holm[hi] = max(holm[lo], min(1.0, raw[hi]))
+    for a in (0.05, 1.0):
+        cells = rows[f"{a:g}"]
+        assert cells[1] == "3" and float(cells[5]) == round(sum(ALPHA[a]) / 3 - sum(ALPHA[0.1]) / 3, 1)
+        assert cells[7] == fmt_p(raw[a]) and cells[8] == fmt_p(holm[a])
+
+
+def budget_runs():
+    """FullyOracle and SimFormer at the recipe's 900 and at 1200 iterations (+ a row of another model)."""
+    spec = [("FullyOracle", 1, 60.0, 66.0), ("FullyOracle", 2, 64.0, 70.0), ("FullyOracle@1200", 1, 70.0, 80.0),
+            ("SimFormer", 1, 58.0, 50.0), ("SimFormer@1200", 1, 66.0, 60.0), ("Pr", 1, 40.0, 8.0)]
+    df = pd.DataFrame([dict(run=f"{m}/split1/seed{s}", method=m, split="split1", seed=s, miou=a, novel_miou=n)
+                       for m, s, a, n in spec])
+    curves = []
+    for r in df.itertuples():
+        last = 1200 if "@1200" in r.method else 900
+        curves += [dict(run=r.run, iteration=it, series="total_loss", value=1.0) for it in (20, last)]
+        if r.seed == 1:  # seed 2's log predates the step time
+            curves += [dict(run=r.run, iteration=it, series="time_per_iter", value=v)
+                       for it, v in ((20, 0.5), (40, 0.7), (60, 0.6))]
+    return df, pd.DataFrame(curves)
+
+
+def test_budget_table_reads_budgets_and_step_times_from_the_curves():
+    df, curves = budget_runs()
+    d = axis_blocks.with_budget(df, curves)
+    assert set(d["model"]) == {"FullyOracle", "SimFormer"} and "Pr" not in set(d["method"])
+    text = axis_blocks.budget_table(d)
+    rows = {tuple(c.strip() for c in ln.strip("|").split("|")[:2]): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in text.splitlines() if ln.startswith("| FullyOracle") or ln.startswith("| SimFormer")}
+    assert rows[("FullyOracle", "900")][2:5] == ["2", "62.0 ± 2.8", "68.0 ± 2.8"]
+    # novel relative to FullyOracle at the same budget: 50 / 68 and 60 / 80
+    assert rows[("SimFormer", "900")][5] == "74 %" and rows[("SimFormer", "1200")][5] == "75 %"
+    # median step 0.6 s: 900 x 0.6 / 60 = 9.0 min from the one timed run; 1200 -> 12.0
+    assert rows[("FullyOracle", "900")][6:] == ["0.60", "9.0 (1)"]
+    assert rows[("FullyOracle", "1200")][6:] == ["0.60", "12.0 (1)"]
