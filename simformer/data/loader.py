@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import random
-import signal
 from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from simformer.utils.run_dir import reset_stop_signals_in_worker
 
 __all__ = ["TrainingSampler", "TrainSampleDataset", "batched_train_loader", "sharded_test_loader",
            "micro_batch_layout", "shard_range"]
@@ -142,12 +143,9 @@ def _worker_init(worker_id: int, *, seed: int, rank: int) -> None:
     random.seed(int(state[0]))
     np.random.seed(int(state[0]))
     torch.manual_seed((int(state[0]) << 32) | int(state[1]))
-    # Ctrl-C (the terminal's whole process group) and SLURM's SIGUSR2 (every process of the job) reach
-    # the workers too; the trainer stops on them after its step and saves first, so a worker must not
-    # die under that step. SIGTERM keeps its default: the loader's shutdown may need it.
-    for name in ("SIGINT", "SIGUSR2"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # The trainer stops on Ctrl-C / SIGUSR2 after its step and saves first, so a worker must not die
+    # under that step; SIGTERM must stop it (the loader's shutdown uses it).
+    reset_stop_signals_in_worker()
 
 
 def micro_batch_layout(cfg, *, world_size: int = 1, pairs: bool = False) -> Tuple[int, int]:

@@ -22,6 +22,7 @@ from typing import Iterable, List, Optional, Sequence
 import numpy as np
 
 from simformer.utils.io import read_label
+from simformer.utils.run_dir import reset_stop_signals_in_worker
 
 IGNORE_LABEL = 255
 _CACHE_FORMAT = 1  # bump when the cached content changes meaning
@@ -188,10 +189,19 @@ def class_pixel_counts(dataset_name: str, *, cache_dir: Optional[str] = None, wo
         else:
             import multiprocessing as mp
 
-            with mp.get_context().Pool(min(workers, n)) as pool:
+            # close() + join() when done, not the context manager's terminate(): the workers exit
+            # on their end-of-tasks markers, nothing is killed (run_dir.reset_stop_signals_in_worker)
+            pool = mp.get_context().Pool(min(workers, n), initializer=reset_stop_signals_in_worker)
+            try:
                 for i, row in enumerate(pool.imap(_count_file, tasks, chunksize=max(1, min(64, n // (4 * workers))))):
                     counts[i] = row
                     bar.update(1)
+                pool.close()
+            except BaseException:
+                pool.terminate()
+                raise
+            finally:
+                pool.join()
     _save_cached(cache_file, counts, key, info.name, [r["image_id"] for r in records])
     return counts
 

@@ -257,6 +257,23 @@ def stop_on_signals(signals: Sequence[int] = STOP_SIGNALS) -> Iterator[StopFlag]
             signal.signal(s, old if old is not None else signal.SIG_DFL)
 
 
+def reset_stop_signals_in_worker() -> None:
+    """Call first in a forked worker process (a DataLoader or multiprocessing pool worker).
+
+    A worker forked inside :func:`stop_on_signals` inherits handlers that only set a flag nobody in
+    the worker reads: SIGTERM, which ``Pool.terminate()`` and the DataLoader's shutdown use to stop a
+    worker, would then be swallowed, and a worker blocked on its task queue's lock would keep the
+    parent waiting in ``join()`` forever (seen: a first training on a fresh machine hung while
+    counting label pixels). SIGTERM gets its default action back. SIGINT and SIGUSR2 (Ctrl-C reaches
+    the whole process group, SLURM signals every process of the job) are ignored: the parent decides
+    when to stop, after saving.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for name in ("SIGINT", "SIGUSR2"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fatal errors
 # ---------------------------------------------------------------------------------------------

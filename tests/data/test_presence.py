@@ -95,6 +95,38 @@ def test_multiprocess_equals_serial(dataset, tmp_path):
     np.testing.assert_array_equal(counts, brute_counts(labels, K))
 
 
+def test_multiprocess_inside_stop_on_signals_finishes(dataset, tmp_path):
+    """Training counts pixels inside stop_on_signals: the pool must end without having to kill a
+    worker that inherited the flag-only SIGTERM handler (it used to hang about one run in four
+    with 6 workers). A SIGALRM turns a hang into a failure."""
+    import multiprocessing
+    import signal
+
+    from simformer.utils.run_dir import stop_on_signals
+
+    name, _, labels = dataset
+
+    class Hung(RuntimeError):  # not TimeoutError: multiprocessing's waitpid swallows OSErrors
+        pass
+
+    def hung(signum, frame):
+        raise Hung("class_pixel_counts did not return within 20 s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    try:
+        for attempt in range(8):
+            signal.alarm(20)
+            with stop_on_signals():
+                counts = class_pixel_counts(name, workers=6, cache_dir=str(tmp_path / f"c{attempt}"))
+            signal.alarm(0)
+            np.testing.assert_array_equal(counts, brute_counts(labels, K))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        for child in multiprocessing.active_children():
+            child.kill()
+
+
 def test_cache_reused_then_invalidated(dataset, tmp_path, monkeypatch):
     name, root, labels = dataset
     cache = str(tmp_path / "cache")

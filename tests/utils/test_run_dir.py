@@ -182,6 +182,49 @@ def test_disk_full_from_torch_save(tmp_path, monkeypatch):
     assert Checkpointer  # the checkpointer writes through atomic_path (same conversion)
 
 
+def _wait_on_lock(lock, reset):
+    if reset:
+        R.reset_stop_signals_in_worker()
+    lock.acquire()  # held by the parent: blocks, as a pool worker on its task queue's lock
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_forked_worker_under_stop_on_signals_dies_on_sigterm_only_after_reset(reset):
+    """The hang this guards against: a worker forked inside stop_on_signals inherits a SIGTERM
+    handler that only sets a flag, so terminate() does not stop it and join() waits forever."""
+    ctx = mp.get_context("fork")
+    lock = ctx.Lock()
+    lock.acquire()
+    with R.stop_on_signals():
+        p = ctx.Process(target=_wait_on_lock, args=(lock, reset))
+        p.start()
+        time.sleep(0.5)  # let the child reach the lock
+        p.terminate()
+        p.join(10)
+    try:
+        if reset:
+            assert p.exitcode == -signal.SIGTERM
+        else:  # the inherited handler swallowed SIGTERM: the child is still waiting
+            assert p.exitcode is None
+    finally:
+        if p.exitcode is None:
+            p.kill()
+            p.join(10)
+
+
+def test_reset_stop_signals_in_worker_sets_each_handler():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)}
+    try:
+        with R.stop_on_signals():
+            R.reset_stop_signals_in_worker()
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
 def test_stop_on_signals_sets_flag_and_restores(tmp_path):
     def mine(signum, frame):
         pass
