@@ -44,10 +44,14 @@ TABLES = [
     ("table2", ["Pr", "Pr+Pi", "Pr+Co", "SimFormer"]),
     ("table5", ["Pr+Co", "SelfPair", "SimFormer"]),
 ]
-COMPARISONS = [  # (metric, baseline, methods)
+# (metric, baseline, methods); the Table 2 and Table 5 comparisons are repeated at every budget
+# the ablations ran at (``Pr@1200`` vs ``SimFormer@1200``, ...).
+BUDGET_COMPARISONS = [
     ("novel_miou", "Pr", ["Pr", "Pr+Pi", "Pr+Co", "SimFormer"]),
-    ("novel_miou", "CAM*", ["CAM*", "SimFormer", "SimFormer*"]),
     ("novel_miou", "Pr+Co", ["Pr+Co", "SelfPair", "SimFormer"]),
+]
+COMPARISONS = [
+    ("novel_miou", "CAM*", ["CAM*", "SimFormer", "SimFormer*"]),
     ("novel_miou", "SimFormer", ["SimFormer", "SimFormer+PointLoss"]),
     ("base_miou", "SimFormer", ["SimFormer", "SimFormer+PointLoss"]),
 ]
@@ -60,9 +64,9 @@ TABLE2_ORDER = [("Pr", "Pr+Pi"), ("Pr", "Pr+Co"), ("Pr+Pi", "SimFormer"), ("Pr+C
 # Re-training rows and what each is paired with by seed: the stage-1 method whose model labelled
 # their training set, or (stage-2 budget) the same re-training at the recipe's budget and the
 # stage-1 method at the same longer budget.
-RETRAINED = [("SimFormer*", "SimFormer"), ("SimFormer*+GFSAM", "SimFormer"), ("SimFormer*@1800", "SimFormer"),
-             ("SimFormer*@1800", "SimFormer*"), ("SimFormer*@1800", "SimFormer@1800"),
-             ("SimFormer*@1200", "SimFormer@1200")]
+RETRAINED = [("SimFormer*", "SimFormer"), ("SimFormer*+GFSAM", "SimFormer"), ("SimFormer*@900", "SimFormer@900"),
+             ("SimFormer*@1800", "SimFormer@900"), ("SimFormer*@1800", "SimFormer*@900"),
+             ("SimFormer*@1800", "SimFormer@1800")]
 
 
 def _read_json(path: str) -> dict:
@@ -104,8 +108,8 @@ def summary_table(df: pd.DataFrame, references: pd.DataFrame = None) -> str:
         rel = f"{100 * g['novel_miou'].mean() / same:.0f} %" if same else "n/a"
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {rel} |")
     return "\n".join(lines) + ("\n\nmean ± std over seeds (ddof 1), percent, ToyScenes val; a method `X@B` is "
-                               "trained for B iterations (SimFormer*@B: its stage 2; the recipe: 900) and set against "
-                               "FullyOracle@B.\n")
+                               "trained for B iterations (SimFormer*@900: both stages; SimFormer*@1800: stage 2 alone, on "
+                               "SimFormer@900's pseudo labels) and set against FullyOracle@B; the recipe: 1200.\n")
 
 
 def oracle_gap_table(gap: pd.DataFrame, order=()) -> str:
@@ -129,14 +133,25 @@ def oracle_gap_table(gap: pd.DataFrame, order=()) -> str:
                                "themselves are poor (docs/proposals.md).\n")
 
 
+def budget_suffixes(methods, first: str = "Pr", last: str = "SimFormer") -> list:
+    """The budgets at which both ends of the Table 2 ordering ran: "" (the recipe) and every "@B"
+    such that ``first@B`` and ``last@B`` are methods, sorted by B."""
+    found = {m[len(last):] for m in methods if m.startswith(last + "@") and first + m[len(last):] in methods}
+    return ([""] if {first, last} <= set(methods) else []) + sorted(found, key=lambda s: float(s[1:]))
+
+
 def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_miou",
-                   paper_table: str = "table2_modules_coco", paper_split: str = "split1") -> str:
+                   paper_table: str = "table2_modules_coco", paper_split: str = "split1",
+                   budget: str = "") -> str:
     """Each (lower, higher) pair of the paper's ordering: measured means, difference higher - lower
     with its 95 % CI, Welch p (two-sided, unpaired, ddof 1), Holm across the pairs tested, and the
-    paper's difference on ``paper_split``. Pairs with a missing method are listed as not run."""
+    paper's difference on ``paper_split``. Pairs with a missing method are listed as not run.
+    ``budget`` ("@1200") compares the methods trained at that budget (``Pr@1200`` ...), each a family
+    of its own for Holm."""
     paper = paper_tables.paper_block(paper_table, sorted({m for pair in pairs for m in pair}))
     rows, pvals = [], []
-    for low, high in pairs:
+    for paper_low, paper_high in pairs:
+        low, high = paper_low + budget, paper_high + budget
         sub = df[df["method"].isin([low, high])]
         if sub["method"].nunique() < 2:
             rows.append((low, high, None))
@@ -145,13 +160,14 @@ def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_mi
         rows.append((low, high, r))
         pvals.append(float(r["p_value"]))
     adjusted = iter(holm(pvals)) if pvals else iter(())
-    lines = [f"### Table 2 ordering ({metric}): does each pair keep the paper's order?\n",
+    at = f", {budget[1:]} iterations" if budget else ""
+    lines = [f"### Table 2 ordering ({metric}{at}): does each pair keep the paper's order?\n",
              "| lower | higher | n | lower mean | higher mean | diff (higher - lower) | 95 % CI | p (Welch) "
              "| p (Holm) | order as in the paper | paper diff (COCO " + paper_split + ") |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
-    for low, high, r in rows:
-        p_diff = (f"{paper.loc[high, paper_split] - paper.loc[low, paper_split]:+.1f}"
-                  if {low, high} <= set(paper.index) else "n/a")
+    for (low, high, r), (paper_low, paper_high) in zip(rows, pairs):
+        p_diff = (f"{paper.loc[paper_high, paper_split] - paper.loc[paper_low, paper_split]:+.1f}"
+                  if {paper_low, paper_high} <= set(paper.index) else "n/a")
         if r is None:
             lines.append(f"| {low} | {high} | | | | | | | | not run | {p_diff} |")
             continue
@@ -261,7 +277,10 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
                 if metric != "novel_miou":  # the paper block only lists novel mIoU
                     text = text.split("\nPaper (")[0]
                 parts.append(text)
-    for metric, baseline, methods in COMPARISONS:
+    budgets = budget_suffixes(present)
+    comparisons = [(metric, baseline + b, [m + b for m in methods])
+                   for b in budgets or [""] for metric, baseline, methods in BUDGET_COMPARISONS] + COMPARISONS
+    for metric, baseline, methods in comparisons:
         sub = df[df["method"].isin(methods)]
         if baseline not in set(sub["method"]) or sub["method"].nunique() < 2:
             continue
@@ -274,7 +293,7 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
     for metric in ("novel_miou", "base_miou") if len(plain) else ():
         result = plot_bars(plain, metric=metric, title=f"ToyScenes: {metric} per method")
         save_figure(result.figure, os.path.join(out, f"bars_{metric}.png"))
-    order_text = ordering_table(df) if {"Pr", "SimFormer"} <= present else ""
+    order_text = "\n".join(ordering_table(df, budget=b) for b in budgets)
     if order_text:
         parts.append(order_text)
     results_dir = os.path.dirname(os.path.abspath(results))

@@ -50,7 +50,7 @@ for amp in False True; do
   name=toyscenes_amp_$amp
   to=$tmp/$name.out step "${limits[2]}" "$name" $py -m simformer train --no-progress --config configs/toyscenes/simformer_cmt.yaml \
     --output "$tmp/$name" WEAKSHOT.SPLIT splits/toyscenes/split1.json SEED 1 SOLVER.AMP.ENABLED $amp \
-    MODEL.MASK_FORMER.DROPOUT 0.1 "${train[@]}" &  # 0.1: as the committed CPU run it is compared with
+    MODEL.MASK_FORMER.DROPOUT 0.1 SOLVER.MAX_ITER 900 "${train[@]}" &  # as the committed CPU run it is compared with
 done
 wait
 for amp in False True; do

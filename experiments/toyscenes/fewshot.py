@@ -2,7 +2,7 @@
 episodes of one fold, over episode/training seeds, from a proposal model that never saw the fold.
 
     simformer train --config configs/toyscenes/base_only.yaml --output runs/fewshot/base_only_fold0 \
-        WEAKSHOT.SPLIT splits/toyscenes/fewshot_fold0.json SEED 1 MODEL.MASK_FORMER.DROPOUT 0.1
+        WEAKSHOT.SPLIT splits/toyscenes/fewshot_fold0.json SEED 1 MODEL.MASK_FORMER.DROPOUT 0.1 SOLVER.MAX_ITER 900
     python experiments/toyscenes/fewshot.py --run runs/fewshot/base_only_fold0 --out runs/fewshot/fold0
     python analysis/fewshot_report.py runs/fewshot/fold0/results.csv --doc docs/fewshot-results.md
 

@@ -62,6 +62,26 @@ def test_ordering_table_lists_a_method_not_run():
     assert row_cells(text, "Pr+Co", "SimFormer")[9].startswith("yes")
 
 
+def test_budget_suffixes_need_both_ends_of_the_ordering():
+    methods = {"Pr", "SimFormer", "Pr@1200", "SimFormer@1200", "SimFormer@1800", "FullyOracle@600",
+               "Pr@300", "SimFormer@300", "Pr+Co@900"}
+    assert toyscenes_report.budget_suffixes(methods) == ["", "@300", "@1200"]
+    assert toyscenes_report.budget_suffixes({"Pr@1200", "SimFormer@1200"}) == ["@1200"]
+
+
+def test_ordering_table_at_a_budget_renames_methods_and_keeps_the_paper_difference():
+    df = results()
+    at_budget = df.assign(method=df["method"] + "@1200", novel_miou=df["novel_miou"] + 1.0)
+    text = toyscenes_report.ordering_table(pd.concat([df, at_budget]), budget="@1200")
+    assert "1200 iterations" in text.splitlines()[0]
+    plain = toyscenes_report.ordering_table(df)
+    for low, high in toyscenes_report.TABLE2_ORDER:
+        # Both methods shifted by 1: every difference, p-value and the paper's figure are unchanged.
+        assert row_cells(text, low + "@1200", high + "@1200")[5:] == row_cells(plain, low, high)[5:]
+        assert float(row_cells(text, low + "@1200", high + "@1200")[3]) == pytest.approx(
+            float(row_cells(plain, low, high)[3]) + 1.0)
+
+
 def test_retraining_table_pairs_seeds_and_reads_pseudo_label_quality(tmp_path):
     import json
 
