@@ -51,13 +51,28 @@ def package_versions() -> dict:
     return versions
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name as the kernel reports it (None where there is no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def run_info() -> dict:
-    """Provenance of a run. ``torch_threads`` matters: CPU results are bit-identical for the same
-    thread count and differ (reduction order) for another one."""
+    """Provenance of a run. ``torch_threads`` and ``cpu_capability`` matter: CPU results are
+    bit-identical for the same thread count on the same kernel path, and differ (reduction order)
+    for another thread count or another vector instruction set (AVX2 vs AVX512)."""
     import torch
 
     return {"git_commit": git_commit(), "versions": package_versions(), "argv": sys.argv,
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "cpu": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def seed_all(seed: int) -> None:

@@ -1,0 +1,24 @@
+import json
+
+import torch
+
+from simformer.utils import env
+
+
+def test_cpu_model_reads_the_model_name_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert env.cpu_model(str(info)) == "AMD EPYC 7B13"
+
+
+def test_cpu_model_without_cpuinfo_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(env.platform, "processor", lambda: "")
+    assert env.cpu_model(str(tmp_path / "missing")) is None
+
+
+def test_run_info_records_what_changes_cpu_results():
+    info = json.loads(json.dumps(env.run_info()))  # written as JSON next to every run
+    assert info["torch_threads"] == torch.get_num_threads()
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["cpu"] == env.cpu_model()
