@@ -133,6 +133,17 @@ def oracle_gap_table(gap: pd.DataFrame, order=()) -> str:
                                "themselves are poor (docs/proposals.md).\n")
 
 
+def by_budget(df: pd.DataFrame) -> pd.DataFrame:
+    """``df``'s rows grouped by method in reading order: the recipe's methods (no ``@B``) first, then
+    each budget B ascending; within a budget, methods in the order their base name (``X`` of
+    ``X@B``) first appears in ``df``. Stable within a method."""
+    base = df["method"].str.partition("@")
+    first_seen = {name: i for i, name in reversed(list(enumerate(base[0])))}
+    budget = pd.to_numeric(base[2], errors="coerce").fillna(0.0)
+    key = pd.DataFrame({"budget": budget, "base": base[0].map(first_seen), "row": range(len(df))})
+    return df.iloc[key.sort_values(["budget", "base", "row"]).index].reset_index(drop=True)
+
+
 def budget_suffixes(methods, first: str = "Pr", last: str = "SimFormer") -> list:
     """The budgets at which both ends of the Table 2 ordering ran: "" (the recipe) and every "@B"
     such that ``first@B`` and ``last@B`` are methods, sorted by B."""
@@ -265,7 +276,7 @@ def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "S
 
 
 def build(results: str, out: str, doc: str = "", oracle_gap: str = "", references=()) -> str:
-    df = pd.read_csv(results)
+    df = by_budget(pd.read_csv(results))
     refs = read_references(references)
     present = set(df["method"])
     parts = []

@@ -191,3 +191,14 @@ def test_build_writes_the_budget_block_and_figures(tmp_path):
     toyscenes_report.build(str(tmp_path / "results.csv"), str(tmp_path / "out"), str(doc))
     assert "<!-- generated:budget -->" in doc.read_text()
     assert (tmp_path / "out" / "budget_miou.png").stat().st_size > 1000
+
+
+def test_by_budget_puts_the_recipe_first_then_each_budget_in_base_name_order():
+    methods = ["Pr@900", "SimFormer@900", "SimFormer", "FullyOracle@1800", "Pr", "SimFormer@1800",
+               "Pr@900", "FullyOracle", "SimFormer*@1800", "SimFormer*"]
+    df = pd.DataFrame({"method": methods, "seed": range(len(methods))})
+    out = toyscenes_report.by_budget(df)
+    # base names first seen: Pr (row 0), SimFormer (1), FullyOracle (3), SimFormer* (8)
+    assert list(out["method"]) == ["Pr", "SimFormer", "FullyOracle", "SimFormer*", "Pr@900", "Pr@900",
+                                   "SimFormer@900", "SimFormer@1800", "FullyOracle@1800", "SimFormer*@1800"]
+    assert list(out[out["method"] == "Pr@900"]["seed"]) == [0, 6]  # stable within a method
