@@ -95,9 +95,11 @@ def plot_bars(df: pd.DataFrame, *, metric: str, confidence: float = 0.95,
                                                  "ci_low", "ci_high"]]
     out["n"] = out["n"].fillna(0).astype(int)
     if one_split:
-        ax.set_xticks(out["x"], [f"{m}\nn={n}" for m, n in zip(out["method"], out["n"])],
-                      rotation=20 if max(len(m) for m in methods) > 10 else 0,
-                      ha="right" if max(len(m) for m in methods) > 10 else "center")
+        if max(len(m) for m in methods) > 10:  # long names side by side overlap: one slanted line each
+            ax.set_xticks(out["x"], [f"{m} (n={n})" for m, n in zip(out["method"], out["n"])],
+                          rotation=40, ha="right", rotation_mode="anchor")
+        else:
+            ax.set_xticks(out["x"], [f"{m}\nn={n}" for m, n in zip(out["method"], out["n"])])
         ax.set_xlabel(f"split: {splits[0]}")
     else:
         ax.set_xticks(x, splits, rotation=20 if max(len(s) for s in splits) > 8 else 0,

@@ -186,3 +186,13 @@ def test_bars_show_every_run_n_and_percent_label():
     single = one.groupby("method").head(1)
     res1 = P.plot_bars(single, metric="novel_miou")
     assert "CI" not in res1.axes.get_ylabel() and "one run" in res1.axes.get_ylabel()
+
+
+def test_bars_with_long_method_names_slant_one_line_labels():
+    df = results()
+    one = df[df.split == SPLITS[0]].replace({"method": {"retab": "SimFormer*@1800"}})
+    res = P.plot_bars(one, metric="novel_miou")
+    labels = res.axes.get_xticklabels()
+    assert [t.get_text() for t in labels] == [f"{m} (n={len(one[one.method == m])})"
+                                              for m in ["SimFormer*@1800", "simformer"]]
+    assert {t.get_rotation() for t in labels} == {40.0}
