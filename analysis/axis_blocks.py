@@ -21,6 +21,13 @@ FIG6 = {"alpha": "WEAKSHOT.DISTILL.LOSS_WEIGHT", "beta": "WEAKSHOT.COMPLEMENTARY
 BUDGET_MODELS = ("FullyOracle", "SimFormer")
 
 
+def split_budget(methods: pd.Series) -> pd.DataFrame:
+    """Method names ``X`` (trained at the recipe's budget) or ``X@B`` (B iterations) as columns
+    ``model`` (X) and ``budget`` (B as a float, NaN for the recipe), on ``methods``' index."""
+    parts = methods.str.partition("@")
+    return pd.DataFrame({"model": parts[0], "budget": pd.to_numeric(parts[2], errors="coerce")})
+
+
 def sensitivity_table(df: pd.DataFrame, param: str) -> str:
     """The paper's Fig. 6 at this scale: per value of ``param`` (a grid column), novel / base mIoU and
     HM (mean ± std, n), and the novel difference to the config default with its 95 % CI and Welch p
@@ -57,8 +64,8 @@ def with_budget(df: pd.DataFrame, curves: pd.DataFrame, models=BUDGET_MODELS) ->
     """The runs of ``models`` (a method ``X`` or ``X@B``) with columns ``model`` (X), ``budget`` (the
     last logged iteration of the run in ``curves``, i.e. its SOLVER.MAX_ITER) and ``step_s`` (median
     logged step time in seconds; NaN where the run's log predates it)."""
-    d = df[df["method"].str.partition("@")[0].isin(models)].copy()
-    d["model"] = d["method"].str.partition("@")[0]
+    model = split_budget(df["method"])["model"]
+    d = df[model.isin(models)].assign(model=model)
     d["budget"] = d["run"].map(curves.groupby("run")["iteration"].max())
     d["step_s"] = d["run"].map(curves[curves["series"] == "time_per_iter"].groupby("run")["value"].median())
     return d[d["budget"].notna()]

@@ -28,7 +28,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
-from axis_blocks import grid_params, write_axis_blocks  # noqa: E402
+from axis_blocks import grid_params, split_budget, write_axis_blocks  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 
 from simformer.sweeps.plots import plot_bars, save_figure
@@ -91,25 +91,40 @@ def read_references(specs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_table(df: pd.DataFrame, references: pd.DataFrame = None) -> str:
+def summary_table(df: pd.DataFrame, references: pd.DataFrame = None, recipe_iterations=()) -> str:
     """One row per method: mean ± std (ddof 1) and n of each metric, novel relative to FullyOracle
     at the same budget (a method ``X@B`` against ``FullyOracle@B``); then the ``references`` rows
-    (same columns), marked as references."""
-    oracle = df[df["method"].str.startswith("FullyOracle")].groupby("method")["novel_miou"].mean()
+    (same columns), marked as references. ``recipe_iterations`` (from :func:`recipe_iterations`)
+    goes into the footnote."""
+    split = split_budget(df["method"])
+    recipe = split["budget"].fillna(0.0)  # 0: the recipe's budget
+    oracle = df[split["model"] == "FullyOracle"].groupby(recipe)["novel_miou"].mean()
     lines = ["| method | n | novel mIoU | base mIoU | all mIoU | HM | novel / FullyOracle |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     refs = references if references is not None else pd.DataFrame(columns=["method"])
-    both = pd.concat([df.assign(ref=False), refs.assign(ref=True)], ignore_index=True)
-    for (method, is_ref), g in both.groupby(["method", "ref"], sort=False):
-        budget = method.partition("@")[2] if not is_ref else ""
-        same = oracle.get("FullyOracle" + (f"@{budget}" if budget else ""))
+    both = pd.concat([df.assign(ref=False, budget=recipe), refs.assign(ref=True, budget=0.0)], ignore_index=True)
+    for (method, is_ref, budget), g in both.groupby(["method", "ref", "budget"], sort=False):
+        same = oracle.get(budget)
         method = f"{method} (reference, not deep)" if is_ref else method
         cells = [mean_std(g[m]) for m in SUMMARY_METRICS]
         rel = f"{100 * g['novel_miou'].mean() / same:.0f} %" if same else "n/a"
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {rel} |")
-    return "\n".join(lines) + ("\n\nmean ± std over seeds (ddof 1), percent, ToyScenes val; a method `X@B` is "
-                               "trained for B iterations (SimFormer*@900: both stages; SimFormer*@1800: stage 2 alone, on "
-                               "SimFormer@900's pseudo labels) and set against FullyOracle@B; the recipe: 1200.\n")
+    recipe = (" / ".join(str(i) for i in recipe_iterations) + " iterations (the last iteration their runs logged)"
+              if len(recipe_iterations) else "configs/toyscenes/Base-ToyScenes.yaml's SOLVER.MAX_ITER")
+    return "\n".join(lines) + ("\n\nmean ± std over seeds (ddof 1), percent, ToyScenes val. A method `X` trains "
+                               f"the recipe's budget, {recipe}; a method `X@B` trains B iterations and is set "
+                               "against FullyOracle@B (for a re-training row, experiments/toyscenes/main.yaml says "
+                               "which stages B covers).\n")
+
+
+def recipe_iterations(df: pd.DataFrame, curves: pd.DataFrame) -> list:
+    """The distinct last logged iterations in ``curves`` (a curves.csv) of ``df``'s runs whose method
+    has no ``@B``: the recipe's budget as trained (one value when the runs agree)."""
+    if not {"run", "iteration"} <= set(curves.columns) or "run" not in df.columns:
+        return []
+    runs = df.loc[split_budget(df["method"])["budget"].isna(), "run"]
+    last = curves[curves["run"].isin(runs)].groupby("run")["iteration"].max()
+    return sorted(int(i) for i in last.unique())
 
 
 def oracle_gap_table(gap: pd.DataFrame, order=()) -> str:
@@ -137,18 +152,21 @@ def by_budget(df: pd.DataFrame) -> pd.DataFrame:
     """``df``'s rows grouped by method in reading order: the recipe's methods (no ``@B``) first, then
     each budget B ascending; within a budget, methods in the order their base name (``X`` of
     ``X@B``) first appears in ``df``. Stable within a method."""
-    base = df["method"].str.partition("@")
-    first_seen = {name: i for i, name in reversed(list(enumerate(base[0])))}
-    budget = pd.to_numeric(base[2], errors="coerce").fillna(0.0)
-    key = pd.DataFrame({"budget": budget, "base": base[0].map(first_seen), "row": range(len(df))})
+    split = split_budget(df["method"]).reset_index(drop=True)
+    first_seen = {name: i for i, name in reversed(list(enumerate(split["model"])))}
+    key = pd.DataFrame({"budget": split["budget"].fillna(0.0), "base": split["model"].map(first_seen),
+                        "row": range(len(df))})
     return df.iloc[key.sort_values(["budget", "base", "row"]).index].reset_index(drop=True)
 
 
 def budget_suffixes(methods, first: str = "Pr", last: str = "SimFormer") -> list:
     """The budgets at which both ends of the Table 2 ordering ran: "" (the recipe) and every "@B"
     such that ``first@B`` and ``last@B`` are methods, sorted by B."""
-    found = {m[len(last):] for m in methods if m.startswith(last + "@") and first + m[len(last):] in methods}
-    return ([""] if {first, last} <= set(methods) else []) + sorted(found, key=lambda s: float(s[1:]))
+    methods = pd.Series(sorted(set(methods)), dtype=object)
+    split = split_budget(methods)
+    at = split[(split["model"] == last) & split["budget"].notna()].sort_values("budget")
+    found = [m[len(last):] for m in methods[at.index] if first + m[len(last):] in set(methods)]
+    return ([""] if {first, last} <= set(methods) else []) + found
 
 
 def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_miou",
@@ -321,7 +339,9 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
     atomic_write_text(os.path.join(out, "tables.md"), text)
     if doc:
         if len(plain):
-            replace_block(doc, "summary", summary_table(plain, refs))
+            curves_csv = os.path.join(results_dir, "curves.csv")
+            curves = pd.read_csv(curves_csv) if os.path.isfile(curves_csv) else pd.DataFrame()
+            replace_block(doc, "summary", summary_table(plain, refs, recipe_iterations(plain, curves)))
         if order_text:
             replace_block(doc, "table2_order", order_text)
         if retrain_text:

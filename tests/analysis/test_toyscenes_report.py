@@ -202,3 +202,18 @@ def test_by_budget_puts_the_recipe_first_then_each_budget_in_base_name_order():
     assert list(out["method"]) == ["Pr", "SimFormer", "FullyOracle", "SimFormer*", "Pr@900", "Pr@900",
                                    "SimFormer@900", "SimFormer@1800", "FullyOracle@1800", "SimFormer*@1800"]
     assert list(out[out["method"] == "Pr@900"]["seed"]) == [0, 6]  # stable within a method
+
+
+def test_summary_footnote_states_the_recipe_budget_its_runs_logged():
+    df = pd.DataFrame([dict(run=f"{m}/split1/seed1", method=m, novel_miou=50.0, base_miou=1.0, miou=1.0, hm=1.0)
+                       for m in ("FullyOracle", "SimFormer", "SimFormer@900")])
+    curves = pd.DataFrame([dict(run=r, iteration=i, series="total_loss", value=1.0) for r, last in
+                           [("FullyOracle/split1/seed1", 1200), ("SimFormer/split1/seed1", 1200),
+                            ("SimFormer@900/split1/seed1", 900)] for i in (20, last)])
+    assert toyscenes_report.recipe_iterations(df, curves) == [1200]  # the @900 run is not the recipe
+    text = toyscenes_report.summary_table(df, recipe_iterations=[1200])
+    assert "the recipe's budget, 1200 iterations (the last iteration their runs logged)" in text
+    assert "Base-ToyScenes.yaml's SOLVER.MAX_ITER" in toyscenes_report.summary_table(df)  # no curves
+    # runs that disagree are all named
+    curves.loc[(curves["run"] == "SimFormer/split1/seed1") & (curves["iteration"] == 1200), "iteration"] = 1000
+    assert toyscenes_report.recipe_iterations(df, curves) == [1000, 1200]
