@@ -217,3 +217,22 @@ def test_summary_footnote_states_the_recipe_budget_its_runs_logged():
     # runs that disagree are all named
     curves.loc[(curves["run"] == "SimFormer/split1/seed1") & (curves["iteration"] == 1200), "iteration"] = 1000
     assert toyscenes_report.recipe_iterations(df, curves) == [1000, 1200]
+
+
+def test_pseudo_label_table_sets_each_pipelines_labels_beside_its_model(tmp_path):
+    import json
+
+    rows = []
+    for method, seed, novel, share, val in [("SimFormer*", 1, 70.0, 95.0, 50.0), ("SimFormer*", 2, 80.0, 97.0, 56.0),
+                                            ("CAM*", 1, 20.0, 90.0, 15.0)]:
+        run = f"runs/{method}/s{seed}"
+        os.makedirs(tmp_path / run)
+        json.dump({"labelled_pixel_share": share, "quality": {"novel_miou": novel, "miou": novel + 10}},
+                  open(tmp_path / run / "pseudo_labels.json", "w"))
+        rows.append(dict(method=method, seed=seed, novel_miou=val, run_dir=run))
+    rows.append(dict(method="SimFormer", seed=1, novel_miou=48.0, run_dir="runs/SimFormer/s1"))  # no labels
+    text = toyscenes_report.pseudo_label_table(pd.DataFrame(rows), str(tmp_path))
+    assert "| SimFormer* | 2 | 75.0 ± 7.1 | 85.0 ± 7.1 | 96.0 ± 1.4 | 53.0 ± 4.2 |" in text
+    assert "| CAM* | 1 | 20.0 | 30.0 | 90.0 | 15.0 |" in text
+    assert "| SimFormer |" not in text
+    assert toyscenes_report.pseudo_label_table(pd.DataFrame(rows[3:]), str(tmp_path)) == ""
