@@ -10,6 +10,7 @@ DEST/curves.csv    run, method, split, seed, iteration, series, value: every log
                    evaluation (eval/miou, eval/base_miou, eval/novel_miou, ...)
 DEST/runs/<run>/metrics.json, run_info.json   each run's final metrics and provenance
 DEST/runs/<run>/pseudo_labels.json             a pipeline run's pseudo-label quality on the train set
+DEST/runs/<run>/stage1_metrics.json            a pipeline run's stage-1 model on val (stage1_train/metrics.json)
 
 With --keep, the runs already collected in DEST that this machine's sweep does not hold (trained in
 an earlier session or on another machine) keep their rows and curves; runs collected again replace
@@ -28,6 +29,10 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kept_rows import merge_rows  # noqa: E402
 
+# (file in a run folder, name in DEST/runs/<run>): small text files only, never checkpoints
+COPIED = [("metrics.json", "metrics.json"), ("run_info.json", "run_info.json"),
+          (os.path.join("pseudo_labels", "pseudo_labels.json"), "pseudo_labels.json"),
+          (os.path.join("stage1_train", "metrics.json"), "stage1_metrics.json")]
 CURVE_COLUMNS = ["run", "method", "split", "seed", "iteration", "series", "value"]
 # the logged loss terms, and the median step time (s) over each logging period: run time from committed files
 LOG_SERIES = ("total_loss", "loss_ce", "loss_mask", "loss_dice", "loss_sim", "loss_dist", "loss_comp", "time_per_iter")
@@ -80,9 +85,9 @@ def collect(sweep_dir: str, dest: str, keep: bool = False) -> pd.DataFrame:
         src = row["run_dir"]
         rel = os.path.join("runs", row["run"])
         os.makedirs(os.path.join(dest, rel), exist_ok=True)
-        for name in ("metrics.json", "run_info.json", os.path.join("pseudo_labels", "pseudo_labels.json")):
+        for name, to in COPIED:
             if os.path.isfile(os.path.join(src, name)):
-                shutil.copyfile(os.path.join(src, name), os.path.join(dest, rel, os.path.basename(name)))
+                shutil.copyfile(os.path.join(src, name), os.path.join(dest, rel, to))
         log = os.path.join(src, "metrics.jsonl")
         if os.path.isfile(log):
             curves += curve_rows(log, {"run": row["run"], "method": row["method"], "split": row["split"],

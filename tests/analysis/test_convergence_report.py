@@ -28,6 +28,8 @@ def fake_sweep(tmp_path):
         if method == "B":  # a pipeline run: its pseudo-label quality is collected too
             (d / "pseudo_labels").mkdir()
             (d / "pseudo_labels" / "pseudo_labels.json").write_text(json.dumps({"quality": {"novel_miou": 55.0}}))
+            (d / "stage1_train").mkdir()
+            (d / "stage1_train" / "metrics.json").write_text(json.dumps({"novel_miou": 12.5}))
         rows.append({"run": run, "method": method, "split": "split1", "seed": seed, "novel_miou": final / 2,
                      "base_miou": final, "miou": final, "hm": final / 1.5, "run_dir": str(d)})
     pd.DataFrame(rows).to_csv(sweep / "results.csv", index=False)
@@ -41,7 +43,9 @@ def test_collect_then_report_reproduces_the_run_values(tmp_path):
     assert list(res["run_dir"]) == ["runs/A/split1/seed1", "runs/A/split1/seed2", "runs/B/split1/seed1"]
     assert json.loads((dest / "runs/A/split1/seed2/metrics.json").read_text()) == {"miou": 34.0}
     assert json.loads((dest / "runs/B/split1/seed1/pseudo_labels.json").read_text())["quality"]["novel_miou"] == 55.0
+    assert json.loads((dest / "runs/B/split1/seed1/stage1_metrics.json").read_text()) == {"novel_miou": 12.5}
     assert not (dest / "runs/A/split1/seed1/pseudo_labels.json").exists()
+    assert not (dest / "runs/A/split1/seed1/stage1_metrics.json").exists()
     curves = pd.read_csv(dest / "curves.csv")
     ev = curves[(curves.series == "eval/miou") & (curves.method == "A") & (curves.seed == 2)]
     assert list(ev["iteration"]) == [150, 300] and list(ev["value"]) == [17.0, 34.0]
