@@ -249,39 +249,40 @@ def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFo
 
 def pseudo_label_table(df: pd.DataFrame, results_dir: str) -> str:
     """One row per re-trained method (a run with a collected ``pseudo_labels.json``): the novel mIoU
-    on val of the stage-1 model that labelled (its ``stage1_metrics.json``, where collected), the
-    quality of its pseudo labels on the train set (novel and all-class mIoU, share of pixels
-    labelled) and the re-trained model's novel mIoU on val, mean ± std over seeds (ddof 1). It sets pipelines
-    whose stage 1 differs (SimFormer*, CAM*) side by side: are the final models as good as their
-    labels?"""
+    on val of the stage-1 model that labelled (its ``stage1_metrics.json``, where collected); on the
+    train set, its pseudo labels' novel mIoU, their precision where they name a novel class and
+    the share of novel pixels they name (simformer.retrain.pseudo_label.label_precision), and the
+    share of all pixels labelled; the re-trained model's novel mIoU on val. Mean ± std over seeds
+    (ddof 1). It sets pipelines whose stage 1 differs (SimFormer*, CAM*) side by side."""
+    columns = ("stage1_novel", "label_novel", "novel_precision", "novel_coverage", "labelled", "val_novel")
     rows = []
     for _, r in df.iterrows() if "run_dir" in df.columns else ():
         path = os.path.join(results_dir, str(r["run_dir"]), "pseudo_labels.json")
         if os.path.isfile(path):
             labels = _read_json(path)
-            quality = labels.get("quality", {})
             stage1 = os.path.join(results_dir, str(r["run_dir"]), "stage1_metrics.json")
             rows.append({"method": r["method"],
                          "stage1_novel": _read_json(stage1).get("novel_miou") if os.path.isfile(stage1) else None,
-                         "label_novel": quality.get("novel_miou"),
-                         "label_all": quality.get("miou"), "labelled": labels.get("labelled_pixel_share"),
-                         "val_novel": r["novel_miou"]})
+                         "label_novel": labels.get("quality", {}).get("novel_miou"),
+                         "novel_precision": labels.get("novel_precision"), "novel_coverage": labels.get("novel_coverage"),
+                         "labelled": labels.get("labelled_pixel_share"), "val_novel": r["novel_miou"]})
     if not rows:
         return ""
     t = pd.DataFrame(rows)
     lines = ["### Pseudo labels of each re-trained method: the model that made them, their quality, the model "
              "they give\n",
-             "| method | n | stage 1 novel mIoU (val) | labels novel mIoU (train) | labels all mIoU (train) "
-             "| pixels labelled (train) | re-trained novel mIoU (val) |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| method | n | stage 1 novel mIoU (val) | labels novel mIoU | labels novel precision "
+             "| novel pixels labelled | all pixels labelled | re-trained novel mIoU (val) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for method, g in t.groupby("method", sort=False):
-        cells = [mean_std(pd.to_numeric(g[c]))
-                 for c in ("stage1_novel", "label_novel", "label_all", "labelled", "val_novel")]
-        lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\npercent; pseudo labels scored against the train set's full masks (base "
-                               "classes keep their own masks); the pixels left unlabelled are ignored in "
-                               "re-training. Stage 1 n/a: collected before analysis/collect_runs.py kept the "
-                               "stage-1 metrics (a pipeline with stage1_from reuses another method's runs, e.g. "
-                               "SimFormer*'s are the SimFormer rows of the same seeds).\n")
+        lines.append(f"| {method} | {len(g)} | " + " | ".join(mean_std(pd.to_numeric(g[c])) for c in columns) + " |")
+    return "\n".join(lines) + ("\n\npercent; the labels are those of the train set, scored against its full masks "
+                               "(void left out; base classes keep their own masks). Precision: of the pixels a "
+                               "label names as a novel class, the share that is that class (mean over the novel "
+                               "classes); a pixel left unlabelled is ignored in re-training, a wrong one is "
+                               "taught. n/a: not in the collected files (stage-1 metrics and precision are kept "
+                               "since 2026-12-06; a pipeline with stage1_from reuses another method's runs, e.g. "
+                               "SimFormer*'s stage 1 is the SimFormer row of the same seed).\n")
 
 
 def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "SimFormer*",

@@ -44,6 +44,29 @@ def mixed_label(pred: np.ndarray, gt: np.ndarray, image_labels: np.ndarray, nove
     return out
 
 
+def label_precision(confusion: np.ndarray, novel_mask: np.ndarray, class_names) -> dict:
+    """How right the mixed labels are where they name a novel class, and how much of the novel
+    ground truth they name at all: what re-training learns from (an unlabelled pixel is ignored
+    there, a wrong one is taught), which the labels' IoU mixes into one number.
+
+    confusion: int ``[K+1, K+1]`` ``[gt, label]`` counts, index K = void GT / unlabelled (255), as
+    :func:`simformer.evaluation.sem_seg.confusion_matrix`; void GT pixels are left out, as in mIoU.
+    Returns percent: "novel_precision" (mean over the novel classes ever labelled of
+    correct / labelled), "novel_coverage" (labelled share of the novel GT pixels, any class) and
+    "per_class_precision" (every class; None where never labelled).
+    """
+    k = len(class_names)
+    valid = np.asarray(confusion, dtype=np.float64)[:k]  # void GT rows out
+    tp, labelled = np.diag(valid[:, :k]), valid[:, :k].sum(axis=0)
+    precision = np.divide(tp, labelled, out=np.full(k, np.nan), where=labelled > 0)
+    novel = np.asarray(novel_mask, dtype=bool)
+    named = novel & (labelled > 0)
+    novel_gt = valid[novel].sum()
+    return {"novel_precision": 100.0 * float(precision[named].mean()) if named.any() else None,
+            "novel_coverage": 100.0 * float(valid[novel, :k].sum() / novel_gt) if novel_gt else None,
+            "per_class_precision": {n: None if np.isnan(v) else 100.0 * float(v) for n, v in zip(class_names, precision)}}
+
+
 class PseudoLabelWriter(DatasetEvaluator):
     """Evaluator-protocol sink of :func:`generate_pseudo_labels`: writes each training image's mixed
     label (atomically, keeping files that exist) and scores it against the full GT."""
@@ -106,20 +129,28 @@ def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name:
         "labelled_pixel_share": 100.0 * totals["labelled_pixels"] / max(1, totals["pixels"]),
         "quality": {k: quality[k] for k in ("miou", "base_miou", "novel_miou", "hm", "pacc")},
         "per_class_iou": quality["per_class_iou"],
+        **label_precision(evaluator.metric.confusion, novel_mask, evaluator.class_names),
     }
     if refine:
         comm.synchronize()  # every rank's mixed labels are written: they are the references
         report = dict(report, quality_unrefined=report["quality"], refine=refine,
                       labelled_pixel_share_unrefined=report["labelled_pixel_share"],
+                      novel_precision_unrefined=report["novel_precision"],
                       **_refine(model, cfg, split, dataset_name, out_dir, final_dir))
         out_dir = final_dir
     if comm.is_main_process():
         logger.info("Pseudo-label quality (mixed labels vs full GT on %s):\n%s", dataset_name,
                     format_table(quality, evaluator.class_names, evaluator.novel_mask))
-        logger.info("Labelled pixels: %.1f %%", report["labelled_pixel_share"])
+        logger.info("Labelled pixels: %.1f %%; novel labels right where they name a class: %s %% (mean over "
+                    "classes), novel GT pixels labelled: %s %%", report["labelled_pixel_share"],
+                    _pct(report["novel_precision"]), _pct(report["novel_coverage"]))
         atomic_write_json(os.path.join(out_dir, DONE), report)
     comm.synchronize()
     return report
+
+
+def _pct(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _refine(model, cfg, split: Split, dataset_name: str, mixed_dir: str, out_dir: str) -> dict:
@@ -153,4 +184,5 @@ def _refine(model, cfg, split: Split, dataset_name: str, mixed_dir: str, out_dir
     counts = comm.all_reduce_sum(counts)
     return {"quality": {k: quality[k] for k in ("miou", "base_miou", "novel_miou", "hm", "pacc")},
             "per_class_iou": quality["per_class_iou"], "refine_counts": counts,
+            **label_precision(metric.confusion, split.novel_mask(), metric.class_names),
             "labelled_pixel_share": 100.0 * counts["labelled_pixels"] / max(1, counts["pixels"])}

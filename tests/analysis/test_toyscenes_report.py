@@ -227,14 +227,15 @@ def test_pseudo_label_table_sets_each_pipelines_labels_beside_its_model(tmp_path
                                             ("CAM*", 1, 20.0, 90.0, 15.0)]:
         run = f"runs/{method}/s{seed}"
         os.makedirs(tmp_path / run)
-        json.dump({"labelled_pixel_share": share, "quality": {"novel_miou": novel, "miou": novel + 10}},
-                  open(tmp_path / run / "pseudo_labels.json", "w"))
-        if method == "CAM*":  # collected with its stage-1 model's metrics
+        report = {"labelled_pixel_share": share, "quality": {"novel_miou": novel, "miou": novel + 10}}
+        if method == "CAM*":  # collected with its stage-1 model's metrics and the labels' precision
             json.dump({"novel_miou": 34.0}, open(tmp_path / run / "stage1_metrics.json", "w"))
+            report.update(novel_precision=70.0, novel_coverage=60.0)
+        json.dump(report, open(tmp_path / run / "pseudo_labels.json", "w"))
         rows.append(dict(method=method, seed=seed, novel_miou=val, run_dir=run))
     rows.append(dict(method="SimFormer", seed=1, novel_miou=48.0, run_dir="runs/SimFormer/s1"))  # no labels
     text = toyscenes_report.pseudo_label_table(pd.DataFrame(rows), str(tmp_path))
-    assert "| SimFormer* | 2 | n/a | 75.0 ± 7.1 | 85.0 ± 7.1 | 96.0 ± 1.4 | 53.0 ± 4.2 |" in text
-    assert "| CAM* | 1 | 34.0 | 20.0 | 30.0 | 90.0 | 15.0 |" in text
+    assert "| SimFormer* | 2 | n/a | 75.0 ± 7.1 | n/a | n/a | 96.0 ± 1.4 | 53.0 ± 4.2 |" in text
+    assert "| CAM* | 1 | 34.0 | 20.0 | 70.0 | 60.0 | 90.0 | 15.0 |" in text
     assert "| SimFormer |" not in text
     assert toyscenes_report.pseudo_label_table(pd.DataFrame(rows[3:]), str(tmp_path)) == ""

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from simformer.retrain.pseudo_label import mixed_label
+from simformer.evaluation.sem_seg import confusion_matrix
+from simformer.retrain.pseudo_label import label_precision, mixed_label
 
 
 
@@ -43,6 +44,33 @@ def test_mixed_label_matches_loop():
             assert out[y, x] == want
 
 
+def test_label_precision_hand_case():
+    # classes 0 base, 1 novel, 2 novel; 255 = void GT / unlabelled
+    gt = np.array([[1, 1, 1, 2, 255, 0]], np.uint8)
+    lab = np.array([[1, 1, 255, 1, 1, 0]], np.uint8)
+    out = label_precision(confusion_matrix(lab, gt, 3), np.array([False, True, True]), ["a", "b", "c"])
+    # class 1 labelled on 3 non-void pixels (the void one is left out), 2 of them right; class 2 never labelled
+    assert out["per_class_precision"] == {"a": 100.0, "b": pytest.approx(200 / 3), "c": None}
+    assert out["novel_precision"] == pytest.approx(200 / 3)
+    assert out["novel_coverage"] == pytest.approx(75.0)  # 3 of the 4 novel GT pixels got a class
+
+
+def test_label_precision_matches_a_pixel_loop():
+    rng = np.random.default_rng(1)
+    k, novel = 6, np.array([False, True, False, True, True, False])
+    gt = rng.choice([0, 1, 2, 3, 4, 5, 255], size=(30, 40)).astype(np.uint8)
+    lab = rng.choice([0, 1, 3, 4, 255], size=(30, 40)).astype(np.uint8)
+    out = label_precision(confusion_matrix(lab, gt, k), novel, [str(c) for c in range(k)])
+    precisions = []
+    for c in np.flatnonzero(novel):
+        named = [(g, lb) for g, lb in zip(gt.ravel(), lab.ravel()) if g != 255 and lb == c]
+        precisions.append(sum(g == c for g, _ in named) / len(named))
+        assert out["per_class_precision"][str(c)] == pytest.approx(100 * precisions[-1])
+    assert out["novel_precision"] == pytest.approx(100 * np.mean(precisions))
+    novel_px = [lb for g, lb in zip(gt.ravel(), lab.ravel()) if g != 255 and novel[g]]
+    assert out["novel_coverage"] == pytest.approx(100 * np.mean([lb != 255 for lb in novel_px]))
+
+
 def test_pipeline_runs_and_resumes(toy_env, tmp_path):
     from tiny_config import TINY
 
@@ -56,6 +84,19 @@ def test_pipeline_runs_and_resumes(toy_env, tmp_path):
         assert key in final
     labels = [f for f in os.listdir(os.path.join(out, "pseudo_labels")) if f.endswith(".png")]
     assert len(labels) == 8  # every training image
+    # the report's precision and coverage are those of the written labels against the full GT
+    from PIL import Image
+
+    from simformer.data.catalog import get_dataset_dicts
+    report = json.load(open(os.path.join(out, "pseudo_labels", "pseudo_labels.json")))
+    run_split = json.load(open(os.path.join(out, "stage1_train", "run_info.json")))["split"]
+    names, novel = run_split["class_names"], np.isin(np.arange(len(run_split["class_names"])), run_split["novel"])
+    conf = sum(confusion_matrix(np.array(Image.open(os.path.join(out, "pseudo_labels", r["image_id"] + ".png"))),
+                                np.array(Image.open(r["sem_seg_file_name"])), len(names))
+               for r in get_dataset_dicts(report["dataset"]))
+    expected = label_precision(conf, novel, names)
+    assert report["novel_coverage"] == pytest.approx(expected["novel_coverage"])
+    assert report["per_class_precision"] == pytest.approx(expected["per_class_precision"])
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
     retrain_cfg = open(os.path.join(out, "stage2_retrain", "config.yaml")).read()
     assert os.path.join(out, "pseudo_labels") in retrain_cfg
