@@ -49,6 +49,9 @@ TABLES = [
 BUDGET_COMPARISONS = [
     ("novel_miou", "Pr", ["Pr", "Pr+Pi", "Pr+Co", "SimFormer"]),
     ("novel_miou", "Pr+Co", ["Pr+Co", "SelfPair", "SimFormer"]),
+    # Table 5's question itself: cross-image pairs (SimFormer) against self pairs
+    ("novel_miou", "SimFormer", ["SimFormer", "SelfPair"]),
+    ("base_miou", "SimFormer", ["SimFormer", "SelfPair"]),
 ]
 COMPARISONS = [
     ("novel_miou", "CAM*", ["CAM*", "SimFormer", "SimFormer*"]),
