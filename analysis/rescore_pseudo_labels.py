@@ -18,12 +18,11 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image
 
 from simformer.data.catalog import get_dataset_dicts
-from simformer.evaluation.sem_seg import confusion_matrix
+from simformer.evaluation.sem_seg import SemSegEvaluator
 from simformer.retrain.pseudo_label import label_precision
-from simformer.utils.io import atomic_write_json
+from simformer.utils.io import atomic_write_json, read_label
 
 
 def rescore(run: str) -> dict:
@@ -41,12 +40,11 @@ def rescore(run: str) -> dict:
         split = json.load(f)["split"]
     names = split["class_names"]
     novel = np.isin(np.arange(len(names)), split["novel"])
-    conf = np.zeros((len(names) + 1,) * 2, dtype=np.int64)
+    metric = SemSegEvaluator(class_names=names, novel_mask=novel)
     for record in get_dataset_dicts(report["dataset"]):
         label = os.path.join(run, "pseudo_labels", record["image_id"] + ".png")
-        conf += confusion_matrix(np.array(Image.open(label)), np.array(Image.open(record["sem_seg_file_name"])),
-                                 len(names), name=label)
-    report.update(label_precision(conf, novel, names))
+        metric.process(read_label(label), read_label(record["sem_seg_file_name"]), name=label)
+    report.update(label_precision(metric.confusion, novel, names))
     atomic_write_json(path, report)
     return report
 

@@ -112,10 +112,10 @@ def summary_table(df: pd.DataFrame, references: pd.DataFrame = None, recipe_iter
         cells = [mean_std(g[m]) for m in SUMMARY_METRICS]
         rel = f"{100 * g['novel_miou'].mean() / same:.0f} %" if same else "n/a"
         lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {rel} |")
-    recipe = (" / ".join(str(i) for i in recipe_iterations) + " iterations (the last iteration their runs logged)"
-              if len(recipe_iterations) else "configs/toyscenes/Base-ToyScenes.yaml's SOLVER.MAX_ITER")
+    recipe_text = (" / ".join(str(i) for i in recipe_iterations) + " iterations (the last iteration their runs "
+                   "logged)" if len(recipe_iterations) else "configs/toyscenes/Base-ToyScenes.yaml's SOLVER.MAX_ITER")
     return "\n".join(lines) + ("\n\nmean ± std over seeds (ddof 1), percent, ToyScenes val. A method `X` trains "
-                               f"the recipe's budget, {recipe}; a method `X@B` trains B iterations and is set "
+                               f"the recipe's budget, {recipe_text}; a method `X@B` trains B iterations and is set "
                                "against FullyOracle@B (for a re-training row, experiments/toyscenes/main.yaml says "
                                "which stages B covers).\n")
 
@@ -165,11 +165,12 @@ def by_budget(df: pd.DataFrame) -> pd.DataFrame:
 def budget_suffixes(methods, first: str = "Pr", last: str = "SimFormer") -> list:
     """The budgets at which both ends of the Table 2 ordering ran: "" (the recipe) and every "@B"
     such that ``first@B`` and ``last@B`` are methods, sorted by B."""
-    methods = pd.Series(sorted(set(methods)), dtype=object)
+    names = set(methods)
+    methods = pd.Series(sorted(names), dtype=object)
     split = split_budget(methods)
     at = split[(split["model"] == last) & split["budget"].notna()].sort_values("budget")
-    found = [m[len(last):] for m in methods[at.index] if first + m[len(last):] in set(methods)]
-    return ([""] if {first, last} <= set(methods) else []) + found
+    found = [m[len(last):] for m in methods[at.index] if first + m[len(last):] in names]
+    return ([""] if {first, last} <= names else []) + found
 
 
 def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_miou",

@@ -131,19 +131,21 @@ def generate_pseudo_labels(model, cfg, split: Split, out_dir: str, dataset_name:
         "per_class_iou": quality["per_class_iou"],
         **label_precision(evaluator.metric.confusion, novel_mask, evaluator.class_names),
     }
-    if refine:
-        comm.synchronize()  # every rank's mixed labels are written: they are the references
-        report = dict(report, quality_unrefined=report["quality"], refine=refine,
-                      labelled_pixel_share_unrefined=report["labelled_pixel_share"],
-                      novel_precision_unrefined=report["novel_precision"],
-                      **_refine(model, cfg, split, dataset_name, out_dir, final_dir))
-        out_dir = final_dir
     if comm.is_main_process():
         logger.info("Pseudo-label quality (mixed labels vs full GT on %s):\n%s", dataset_name,
                     format_table(quality, evaluator.class_names, evaluator.novel_mask))
         logger.info("Labelled pixels: %.1f %%; novel labels right where they name a class: %s %% (mean over "
                     "classes), novel GT pixels labelled: %s %%", report["labelled_pixel_share"],
                     _pct(report["novel_precision"]), _pct(report["novel_coverage"]))
+    if refine:
+        comm.synchronize()  # every rank's mixed labels are written: they are the references
+        report = dict(report, quality_unrefined=report["quality"], refine=refine,
+                      labelled_pixel_share_unrefined=report["labelled_pixel_share"],
+                      novel_precision_unrefined=report["novel_precision"],
+                      novel_coverage_unrefined=report["novel_coverage"],
+                      **_refine(model, cfg, split, dataset_name, out_dir, final_dir))
+        out_dir = final_dir
+    if comm.is_main_process():
         atomic_write_json(os.path.join(out_dir, DONE), report)
     comm.synchronize()
     return report

@@ -71,6 +71,21 @@ def test_label_precision_matches_a_pixel_loop():
     assert out["novel_coverage"] == pytest.approx(100 * np.mean([lb != 255 for lb in novel_px]))
 
 
+def _scored_from_files(run: str, label_dir: str, dataset: str) -> dict:
+    """label_precision of the label PNGs in ``label_dir`` against the dataset's full GT, with the
+    class split the pipeline ``run`` recorded: an independent re-scoring of what was written."""
+    from PIL import Image
+
+    from simformer.data.catalog import get_dataset_dicts
+
+    split = json.load(open(os.path.join(run, "stage1_train", "run_info.json")))["split"]
+    names = split["class_names"]
+    conf = sum(confusion_matrix(np.array(Image.open(os.path.join(label_dir, r["image_id"] + ".png"))),
+                                np.array(Image.open(r["sem_seg_file_name"])), len(names))
+               for r in get_dataset_dicts(dataset))
+    return label_precision(conf, np.isin(np.arange(len(names)), split["novel"]), names)
+
+
 def test_pipeline_runs_and_resumes(toy_env, tmp_path):
     from tiny_config import TINY
 
@@ -85,16 +100,8 @@ def test_pipeline_runs_and_resumes(toy_env, tmp_path):
     labels = [f for f in os.listdir(os.path.join(out, "pseudo_labels")) if f.endswith(".png")]
     assert len(labels) == 8  # every training image
     # the report's precision and coverage are those of the written labels against the full GT
-    from PIL import Image
-
-    from simformer.data.catalog import get_dataset_dicts
     report = json.load(open(os.path.join(out, "pseudo_labels", "pseudo_labels.json")))
-    run_split = json.load(open(os.path.join(out, "stage1_train", "run_info.json")))["split"]
-    names, novel = run_split["class_names"], np.isin(np.arange(len(run_split["class_names"])), run_split["novel"])
-    conf = sum(confusion_matrix(np.array(Image.open(os.path.join(out, "pseudo_labels", r["image_id"] + ".png"))),
-                                np.array(Image.open(r["sem_seg_file_name"])), len(names))
-               for r in get_dataset_dicts(report["dataset"]))
-    expected = label_precision(conf, novel, names)
+    expected = _scored_from_files(out, os.path.join(out, "pseudo_labels"), report["dataset"])
     assert report["novel_coverage"] == pytest.approx(expected["novel_coverage"])
     assert report["per_class_precision"] == pytest.approx(expected["per_class_precision"])
     assert os.path.isfile(os.path.join(out, "model_final.pth"))
@@ -152,6 +159,12 @@ def test_pipeline_with_gfsam_refinement(toy_env, tmp_path):
     assert report["refine"] == "gfsam" and final["pseudo_label_refine"] == "gfsam"
     assert final["pseudo_label_quality"] == report["quality"]
     assert final["pseudo_label_quality_unrefined"] == report["quality_unrefined"]
+    # precision / coverage of the refined labels, and the mixed ones' kept as *_unrefined
+    refined = _scored_from_files(out, labels, report["dataset"])
+    mixed = _scored_from_files(out, os.path.join(labels, "mixed"), report["dataset"])
+    assert report["novel_coverage"] == pytest.approx(refined["novel_coverage"])
+    assert report["novel_coverage_unrefined"] == pytest.approx(mixed["novel_coverage"])
+    assert report["per_class_precision"] == pytest.approx(refined["per_class_precision"])
     # stage 2 trained on the refined labels (the unrefined ones are kept in mixed/)
     assert len([f for f in os.listdir(os.path.join(labels, "mixed")) if f.endswith(".png")]) == 8
     assert f"PSEUDO_LABEL_DIR: {labels}" in open(os.path.join(out, "stage2_retrain", "config.yaml")).read()
