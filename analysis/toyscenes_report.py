@@ -15,7 +15,10 @@ tables.md and, with --doc, written as the generated "oracle_gap" block. A CSV of
 OUT/fig6_<param>.png (log x, every run a dot) and, with --doc, the "fig6_<param>" block; such runs
 are left out of the summary and the bars. When the curves.csv beside the CSV shows FullyOracle or
 SimFormer trained at several budgets (methods X and X@B), the "budget" block and OUT/budget_*.png
-follow (analysis/axis_blocks.py).
+follow (analysis/axis_blocks.py). When the runs were trained on more than one CPU (their
+run_info.json), the "machines" block sets each method's machines side by side and redoes the
+comparisons within one machine; ``--machine-runs NAME=GLOB`` adds runs of other sweeps to it
+(analysis/machine_blocks.py).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
 from axis_blocks import grid_params, split_budget, write_axis_blocks  # noqa: E402
+from machine_blocks import machine_block, read_extra_runs  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 
 from simformer.sweeps.plots import plot_bars, save_figure
@@ -335,9 +339,10 @@ def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "S
     return text + "\n"
 
 
-def build(results: str, out: str, doc: str = "", oracle_gap: str = "", references=()) -> str:
+def build(results: str, out: str, doc: str = "", oracle_gap: str = "", references=(), machine_runs=()) -> str:
     df = by_budget(pd.read_csv(results))
     refs = read_references(references)
+    extra = read_extra_runs(machine_runs)
     present = set(df["method"])
     parts = []
     for table, methods in TABLES:
@@ -378,6 +383,9 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
     gap_text = oracle_gap_table(pd.read_csv(oracle_gap), pd.unique(df["method"])) if oracle_gap else ""
     if gap_text:
         parts.append(gap_text)
+    machines_text = machine_block(df, results_dir, extra)
+    if machines_text:
+        parts.append(machines_text)
     text = "\n".join(parts)
     atomic_write_text(os.path.join(out, "tables.md"), text)
     if doc:
@@ -391,6 +399,8 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
             replace_block(doc, "retraining", retrain_text)
         if gap_text:
             replace_block(doc, "oracle_gap", gap_text)
+        if machines_text:
+            replace_block(doc, "machines", machines_text)
         for name, block in axes.items():
             replace_block(doc, name, block)
     return text
@@ -406,8 +416,11 @@ def main(argv=None) -> int:
     p.add_argument("--reference", action="append", default=[], metavar="NAME=GLOB",
                    help="reference rows for the summary from metrics.json files, e.g. "
                         "'per-pixel Gaussian=docs/results/pixel_classifier/seed[0-9]/metrics.json'")
+    p.add_argument("--machine-runs", action="append", default=[], metavar="NAME=GLOB",
+                   help="runs of other sweeps for the 'machines' block (analysis/machine_blocks.py), e.g. "
+                        "'SimFormer=docs/results/toyscenes_label_precision/runs/*/split1/seed*/stage1_metrics.json'")
     args = p.parse_args(argv)
-    print(build(args.results, args.out, args.doc, args.oracle_gap, args.reference))
+    print(build(args.results, args.out, args.doc, args.oracle_gap, args.reference, args.machine_runs))
     return 0
 
 

@@ -239,3 +239,17 @@ def test_pseudo_label_table_sets_each_pipelines_labels_beside_its_model(tmp_path
     assert "| CAM* | 1 | 34.0 | 20.0 | 70.0 | 60.0 | 90.0 | 15.0 |" in text
     assert "| SimFormer |" not in text
     assert toyscenes_report.pseudo_label_table(pd.DataFrame(rows[3:]), str(tmp_path)) == ""
+
+
+def test_build_writes_the_machines_block_with_runs_of_another_sweep(tmp_path):
+    from test_machine_blocks import NEW, OLD, extra, results as machine_results
+
+    df = machine_results(tmp_path)
+    df.assign(miou=df["novel_miou"]).to_csv(tmp_path / "results.csv", index=False)
+    extra(tmp_path)
+    doc = tmp_path / "doc.md"
+    toyscenes_report.build(str(tmp_path / "results.csv"), str(tmp_path / "out"), str(doc),
+                           machine_runs=[f"SimFormer={tmp_path}/probe/seed*/stage1_metrics.json"])
+    block = doc.read_text().split("<!-- generated:machines -->")[1]
+    assert f"| SimFormer | novel_miou | {OLD} | {NEW} | 3 vs 2 |" in block
+    assert f"| {NEW} | novel_miou | CAM* | SimFormer | 3 vs 2 |" in block

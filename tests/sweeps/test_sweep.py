@@ -752,3 +752,17 @@ def test_refine_key_reaches_the_pipeline_and_only_pipelines(tmp_path):
         path.write_text(yaml.safe_dump(spec))
         with pytest.raises(SweepError, match=match):
             load_sweep(str(path))
+
+
+def test_every_sweep_file_of_the_repo_expands_to_configs_that_load():
+    """A sweep file with a wrong config path or key fails here, not hours into a sweep."""
+    import glob
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    files = sorted(glob.glob(os.path.join(root, "experiments", "**", "*.yaml"), recursive=True))
+    assert len(files) >= 15
+    for path in files:
+        sweep = S.load_sweep(path, output="/nonexistent/sweep-check")
+        assert sweep.runs, path
+        for run in sweep.runs:
+            load_cfg(run.config, list(run.opts))

@@ -1,0 +1,161 @@
+"""The "machines" block of docs/results-toyscenes.md: which CPU trained each run, how far the same
+method moves from one machine to another, and the comparisons redone within one machine.
+
+The same command and seed give other floating-point results on another CPU (README, "What a run
+depends on"), and the ToyScenes runs of one table were trained on more than one machine. Each
+collected run's run_info.json names its host's platform (the kernel build tells the machines of
+different days apart) and, since 2026-12-06, its CPU (``cpu``, ``cpu_capability``). Runs of other sweeps join with ``NAME=GLOB`` specs over their
+metrics files (e.g. the stage 1 of experiments/toyscenes/label_precision.yaml, a SimFormer run, as
+``SimFormer=.../stage1_metrics.json``); their machine is read from the run_info.json beside the file.
+Used by analysis/toyscenes_report.py.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from axis_blocks import split_budget  # noqa: E402
+from convergence_report import mean_std  # noqa: E402
+
+from simformer.stats import compare, format_p, holm
+
+NOT_RECORDED = "not recorded"
+METRICS = ("novel_miou", "base_miou", "hm")
+# Within one machine, each method against SimFormer: the paper's Tables 1, 2 and 5 on novel classes,
+# and the base-class cost of the methods that trade base for novel.
+SAME_MACHINE = [
+    ("novel_miou", "SimFormer", ["SimFormer", "Pr", "Pr+Pi", "Pr+Co", "SelfPair", "SimFormer*", "CAM*",
+                                 "FullyOracle"]),
+    ("base_miou", "SimFormer", ["SimFormer", "SelfPair", "CAM*"]),
+]
+
+
+def machine_of(run_dir: str) -> tuple:
+    """``(platform, cpu)`` of the run in ``run_dir`` from its run_info.json: the host's platform
+    string (kernel build included; every run records it) and ``"CPU (capability)"``, or
+    :data:`NOT_RECORDED` for what the file lacks."""
+    path = os.path.join(run_dir, "run_info.json")
+    info = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            info = json.load(f)
+    platform = info.get("versions", {}).get("platform") or NOT_RECORDED
+    cpu = info.get("cpu")
+    if not cpu:
+        return platform, NOT_RECORDED
+    return platform, f"{cpu} ({info['cpu_capability']})" if info.get("cpu_capability") else str(cpu)
+
+
+def with_machines(df: pd.DataFrame, results_dir: str) -> pd.DataFrame:
+    """``df`` (a results CSV, ``run_dir`` relative to ``results_dir``) with ``machine`` (platform)
+    and ``cpu`` columns."""
+    if "run_dir" not in df.columns:
+        return df.assign(machine=NOT_RECORDED, cpu=NOT_RECORDED)
+    found = [machine_of(os.path.join(results_dir, str(d))) for d in df["run_dir"]]
+    return df.assign(machine=[m for m, _ in found], cpu=[c for _, c in found])
+
+
+def read_extra_runs(specs) -> pd.DataFrame:
+    """``NAME=GLOB`` specs -> one row per metrics file matched: method NAME, split ``"extra"``, the
+    metrics of :data:`METRICS`, the file and its machine. A spec matching nothing is an error."""
+    rows = []
+    for spec in specs or ():
+        name, sep, pattern = spec.partition("=")
+        files = sorted(glob.glob(pattern)) if sep and name else []
+        if not files:
+            raise SystemExit(f"--machine-runs {spec!r}: expected NAME=GLOB matching metrics files; none found")
+        for path in files:
+            with open(path) as f:
+                metrics = json.load(f)
+            missing = [m for m in METRICS if m not in metrics]
+            if missing:
+                raise SystemExit(f"{path}: no {missing} in it; give metrics.json files of finished runs")
+            machine, cpu = machine_of(os.path.dirname(path))
+            rows.append(dict(method=name, split="extra", file=path, machine=machine, cpu=cpu,
+                             **{m: metrics[m] for m in METRICS}))
+    return pd.DataFrame(rows, columns=["method", "split", "file", "machine", "cpu", *METRICS])
+
+
+def machine_table(runs: pd.DataFrame) -> str:
+    """Per method and machine: the CPUs its runs recorded, n and mean ± std (ddof 1) of novel, base
+    mIoU and HM."""
+    lines = ["| method | machine (platform) | CPU | n | novel mIoU | base mIoU | HM |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for (method, machine), g in runs.groupby(["method", "machine"], sort=False):
+        cpus = ", ".join(f"{c} ({(g['cpu'] == c).sum()})" for c in pd.unique(g["cpu"]))
+        lines.append(f"| {method} | {machine} | {cpus} | {len(g)} | "
+                     + " | ".join(mean_std(g[m]) for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def machine_effect_table(runs: pd.DataFrame) -> str:
+    """Each method trained on two or more machines: every other machine against the first listed,
+    on novel and base mIoU (difference, 95 % CI, Welch p); empty when no method spans machines."""
+    lines = []
+    for method, g in runs.groupby("method", sort=False):
+        machines = list(pd.unique(g["machine"]))
+        for metric in ("novel_miou", "base_miou") if len(machines) > 1 else ():
+            table = compare(g.assign(method=g["machine"], split="all"), metric=metric, baseline=machines[0],
+                            test="welch").set_index("method")
+            for other in machines[1:]:
+                r = table.loc[other]
+                ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+                lines.append(f"| {method} | {metric} | {machines[0]} | {other} | {int(r['n_baseline'])} vs "
+                             f"{int(r['n'])} | {r['baseline_mean']:.1f} | {r['mean']:.1f} | {r['diff']:+.1f} "
+                             f"| {ci} | {format_p(r['p_value'])} |")
+    if not lines:
+        return ""
+    return "\n".join(["| method | metric | machine A | machine B | n | A mean | B mean | diff (B - A) | 95 % CI "
+                      "| p (Welch) |", "|---|---|---|---|---|---:|---:|---:|---:|---:|", *lines])
+
+
+def same_machine_table(runs: pd.DataFrame, comparisons=SAME_MACHINE) -> str:
+    """On each machine that ran a comparison's baseline and at least one of its methods: every
+    method against the baseline (difference, 95 % CI, Welch p, Holm within the comparison and
+    machine); empty when no machine ran a pair."""
+    lines = []
+    for metric, baseline, methods in comparisons:
+        for machine, g in runs[runs["method"].isin(methods)].groupby("machine", sort=False):
+            present = [m for m in methods if m in set(g["method"])]
+            if baseline not in present or len(present) < 2:
+                continue
+            table = compare(g.assign(split="all"), metric=metric, baseline=baseline, test="welch").set_index("method")
+            others = [m for m in present if m != baseline and not pd.isna(table.loc[m, "p_value"])]
+            adjusted = dict(zip(others, holm([float(table.loc[m, "p_value"]) for m in others])))
+            for m in (m for m in present if m != baseline):
+                r = table.loc[m]
+                ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+                lines.append(f"| {machine} | {metric} | {m} | {baseline} | {int(r['n'])} vs {int(r['n_baseline'])} "
+                             f"| {r['mean']:.1f} | {r['baseline_mean']:.1f} | {r['diff']:+.1f} | {ci} "
+                             f"| {format_p(r['p_value'])} | {format_p(adjusted.get(m, float('nan')))} |")
+    if not lines:
+        return ""
+    return "\n".join(["| machine | metric | method | baseline | n | mean | baseline mean | diff | 95 % CI | p (Welch) "
+                      "| p (Holm) |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|", *lines])
+
+
+def machine_block(df: pd.DataFrame, results_dir: str, extra: pd.DataFrame = None) -> str:
+    """The "machines" block: ``df``'s runs at the recipe's budget (methods without ``@B``) with their
+    machine, plus the ``extra`` runs (:func:`read_extra_runs`); "" when every run is on one machine."""
+    runs = with_machines(df[split_budget(df["method"])["budget"].isna()], results_dir)
+    if extra is not None and len(extra):
+        runs = pd.concat([runs, extra], ignore_index=True)
+    if runs["machine"].nunique() < 2:
+        return ""
+    parts = ["### Machines: which machine trained each run, at the recipe's budget\n", machine_table(runs)]
+    effect = machine_effect_table(runs)
+    if effect:
+        parts += ["\n### The same method on two machines\n", effect]
+    same = same_machine_table(runs)
+    if same:
+        parts += ["\n### The paper's comparisons within one machine\n", same]
+    return "\n".join(parts) + (
+        "\n\npercent, ToyScenes val, mean ± std over seeds (ddof 1); Welch t-test, two-sided, unpaired, ddof 1; "
+        "Holm across the methods set against one baseline on one machine. Machine: the platform string in each "
+        "run's run_info.json (the host's kernel build); CPU: the processor and the instruction set torch chose, "
+        f"with the number of runs ('{NOT_RECORDED}': runs started before the suite recorded it, 2026-12-06).\n")
