@@ -6,8 +6,8 @@
 Writes OUT/tables.md (Table 1, Table 2 and its ordering, Table 5, significance, point loss),
 OUT/bars_*.png and, with --doc, the generated "summary" (mean ± std, n, per method) and
 "table2_order" (the paper's Table 2 ordering, pair by pair, with Welch tests) and "retraining"
-(SimFormer* against its stage 1, paired by seed, with the pseudo-label quality) blocks of that
-document. Methods
+(SimFormer* against its stage 1, paired by seed, with the pseudo-label quality;
+analysis/retraining_blocks.py) blocks of that document. Methods
 missing from the CSV are skipped. With ``--oracle-gap CSV`` (from analysis/oracle_gap.py) the
 "oracle gap" table (novel achieved vs best-query-mask oracle, docs/proposals.md) is added to
 tables.md and, with --doc, written as the generated "oracle_gap" block. A CSV of the Fig. 6 sweeps
@@ -23,7 +23,6 @@ comparisons within one machine; ``--machine-runs NAME=GLOB`` adds runs of other 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 
@@ -33,15 +32,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
 from axis_blocks import grid_params, split_budget, write_axis_blocks  # noqa: E402
 from machine_blocks import machine_block, read_extra_runs  # noqa: E402
+from retraining_blocks import read_json, retraining_block  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
+import paper_tables  # noqa: E402
 
 from simformer.sweeps.plots import plot_bars, save_figure
 from simformer.stats import compare, format_markdown, format_p, holm
 from simformer.utils.io import atomic_write_text
 
-_spec = importlib.util.spec_from_file_location("paper_tables", os.path.join(os.path.dirname(__file__), "paper_tables.py"))
-paper_tables = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(paper_tables)
 
 TABLES = [
     ("table1", ["SimFormer", "SimFormer*", "CAM*", "FullyOracle"]),
@@ -68,19 +66,6 @@ SUMMARY_METRICS = ("novel_miou", "base_miou", "miou", "hm")
 # The paper's Table 2 ordering as (lower, higher) pairs: each module alone beats Pr, both together
 # beat each alone.
 TABLE2_ORDER = [("Pr", "Pr+Pi"), ("Pr", "Pr+Co"), ("Pr+Pi", "SimFormer"), ("Pr+Co", "SimFormer")]
-# Re-training rows and what each is paired with by seed: the stage-1 method whose model labelled
-# their training set, or (stage-2 budget) the same re-training at the recipe's budget and the
-# stage-1 method at the same longer budget.
-RETRAINED = [("SimFormer*", "SimFormer"), ("SimFormer*+GFSAM", "SimFormer"), ("SimFormer*@900", "SimFormer@900"),
-             ("SimFormer*@1800", "SimFormer@900"), ("SimFormer*@1800", "SimFormer*@900"),
-             ("SimFormer*@1800", "SimFormer@1800")]
-
-
-def _read_json(path: str) -> dict:
-    import json
-
-    with open(path) as f:
-        return json.load(f)
 
 
 def read_references(specs) -> pd.DataFrame:
@@ -94,7 +79,7 @@ def read_references(specs) -> pd.DataFrame:
         files = sorted(glob.glob(pattern)) if sep else []
         if not files:
             raise SystemExit(f"--reference {spec!r}: expected NAME=GLOB matching metrics.json files; none found")
-        rows += [dict(method=name, **{m: _read_json(f)[m] for m in SUMMARY_METRICS}) for f in files]
+        rows += [dict(method=name, **{m: read_json(f)[m] for m in SUMMARY_METRICS}) for f in files]
     return pd.DataFrame(rows)
 
 
@@ -218,127 +203,6 @@ def ordering_table(df: pd.DataFrame, pairs=TABLE2_ORDER, metric: str = "novel_mi
                                "across the pairs tested; 'significant': Holm p < 0.05.\n")
 
 
-def retraining_table(df: pd.DataFrame, results_dir: str, retrained: str = "SimFormer*",
-                     stage1: str = "SimFormer") -> str:
-    """Per seed: the novel mIoU (val) of ``stage1`` (the stage-1 method, or another re-training of
-    the same pseudo labels), the novel mIoU of the ``retrained`` run's pseudo labels on the train
-    set (its collected ``pseudo_labels.json``), the re-trained model's novel mIoU (val) and the
-    gain; then the mean gain, paired t-test (pairs = seeds) and the paper's gains (Table 1) where
-    the paper has both rows."""
-    from scipy import stats
-
-    pipe = df[df["method"] == retrained].set_index(["split", "seed"])
-    first = df[df["method"] == stage1].set_index(["split", "seed"])
-    keys = [k for k in pipe.index if k in first.index]
-    if not keys:
-        return ""
-    lines = [f"### Re-training: {retrained} against {stage1}, paired by seed\n",
-             f"| split | seed | {stage1} novel (val) | pseudo labels novel (train) | pseudo labels all (train) "
-             f"| {retrained} novel (val) | gain |", "|---|---:|---:|---:|---:|---:|---:|"]
-    gains = []
-    for split, seed in keys:
-        label_file = os.path.join(results_dir, str(pipe.loc[(split, seed), "run_dir"]), "pseudo_labels.json")
-        quality = _read_json(label_file)["quality"] if os.path.isfile(label_file) else {}
-        before, after = float(first.loc[(split, seed), "novel_miou"]), float(pipe.loc[(split, seed), "novel_miou"])
-        gains.append(after - before)
-        cells = [f"{quality[k]:.1f}" if k in quality else "n/a" for k in ("novel_miou", "miou")]
-        lines.append(f"| {split} | {seed} | {before:.1f} | {cells[0]} | {cells[1]} | {after:.1f} | {after - before:+.1f} |")
-    g = pd.Series(gains)
-    p = stats.ttest_1samp(g, 0.0).pvalue if len(g) > 1 else float("nan")
-    paper = paper_tables.paper_block("table1_main", [stage1, retrained])
-    paper_gain = paper.loc[retrained] - paper.loc[stage1] if {stage1, retrained} <= set(paper.index) else None
-    text = "\n".join(lines) + (
-        f"\n\nGain {g.mean():+.1f}" + (f" ± {g.std(ddof=1):.1f}" if len(g) > 1 else "")
-        + f" novel mIoU (n = {len(g)} seeds); paired t-test (two-sided, pairs = seeds, ddof 1): p = {format_p(p)}.")
-    if paper_gain is not None:
-        text += f" Paper (Table 1, 8 splits): {paper_gain.min():+.1f} to {paper_gain.max():+.1f}."
-    return text + "\n"
-
-
-def pseudo_label_table(df: pd.DataFrame, results_dir: str) -> str:
-    """One row per re-trained method (a run with a collected ``pseudo_labels.json``): the novel mIoU
-    on val of the stage-1 model that labelled (its ``stage1_metrics.json``, where collected); on the
-    train set, its pseudo labels' novel mIoU, their precision where they name a novel class and
-    the share of novel pixels they name (simformer.retrain.pseudo_label.label_precision), and the
-    share of all pixels labelled; the re-trained model's novel mIoU on val. Mean ± std over seeds
-    (ddof 1). It sets pipelines whose stage 1 differs (SimFormer*, CAM*) side by side."""
-    columns = ("stage1_novel", "label_novel", "novel_precision", "novel_coverage", "labelled", "val_novel")
-    rows = []
-    for _, r in df.iterrows() if "run_dir" in df.columns else ():
-        path = os.path.join(results_dir, str(r["run_dir"]), "pseudo_labels.json")
-        if os.path.isfile(path):
-            labels = _read_json(path)
-            stage1 = os.path.join(results_dir, str(r["run_dir"]), "stage1_metrics.json")
-            rows.append({"method": r["method"],
-                         "stage1_novel": _read_json(stage1).get("novel_miou") if os.path.isfile(stage1) else None,
-                         "label_novel": labels.get("quality", {}).get("novel_miou"),
-                         "novel_precision": labels.get("novel_precision"), "novel_coverage": labels.get("novel_coverage"),
-                         "labelled": labels.get("labelled_pixel_share"), "val_novel": r["novel_miou"]})
-    if not rows:
-        return ""
-    t = pd.DataFrame(rows)
-    lines = ["### Pseudo labels of each re-trained method: the model that made them, their quality, the model "
-             "they give\n",
-             "| method | n | stage 1 novel mIoU (val) | labels novel mIoU | labels novel precision "
-             "| novel pixels labelled | all pixels labelled | re-trained novel mIoU (val) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for method, g in t.groupby("method", sort=False):
-        lines.append(f"| {method} | {len(g)} | " + " | ".join(mean_std(pd.to_numeric(g[c])) for c in columns) + " |")
-    return "\n".join(lines) + ("\n\npercent; the labels are those of the train set, scored against its full masks "
-                               "(void left out; base classes keep their own masks). Precision: of the pixels a "
-                               "label names as a novel class, the share that is that class (mean over the novel "
-                               "classes); a pixel left unlabelled is ignored in re-training, a wrong one is "
-                               "taught. n/a: not in the collected files (stage-1 metrics and precision are kept "
-                               "since 2026-12-06; a pipeline with stage1_from reuses another method's runs, e.g. "
-                               "SimFormer*'s stage 1 is the SimFormer row of the same seed).\n")
-
-
-def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "SimFormer*",
-                         stage1: str = "SimFormer", oracle: str = "FullyOracle") -> str:
-    """Per novel class (of the first ``retrained`` run's split): mean over seeds of the val IoU of
-    ``oracle``, ``stage1`` and ``retrained``, and of the train-set IoU of the ``retrained`` runs'
-    pseudo labels; plus the Pearson correlation over (class, seed) of the pseudo-label IoU with
-    the re-trained model's IoU as a share of the oracle's (class difficulty confounds it: a class
-    that is easy to label is also easy to learn)."""
-    from scipy import stats
-
-    runs = df[df["method"] == retrained]
-    if runs.empty or oracle not in set(df["method"]):
-        return ""
-    first = os.path.join(results_dir, str(runs["run_dir"].iloc[0]))
-    split = _read_json(os.path.join(first, "run_info.json"))["split"]
-    novel = [split["class_names"][i] for i in split["novel"]]
-
-    def per_class(method: str, file: str) -> pd.DataFrame:
-        """``per_class_iou`` of ``file`` in each run of ``method``: rows (split, seed), novel columns."""
-        rows = {}
-        for _, r in df[df["method"] == method].iterrows():
-            path = os.path.join(results_dir, str(r["run_dir"]), file)
-            if os.path.isfile(path):
-                rows[(r["split"], r["seed"])] = _read_json(path)["per_class_iou"]
-        return pd.DataFrame.from_dict(rows, orient="index")[novel] if rows else pd.DataFrame(columns=novel)
-
-    cols = {f"{oracle} (val)": per_class(oracle, "metrics.json"),
-            f"{stage1} (val)": per_class(stage1, "metrics.json"),
-            "pseudo labels (train)": per_class(retrained, "pseudo_labels.json"),
-            f"{retrained} (val)": per_class(retrained, "metrics.json")}
-    lines = [f"### Re-training per novel class: {retrained}, its pseudo labels and {oracle}\n",
-             "| class | " + " | ".join(f"{k} n = {len(v)}" for k, v in cols.items()) + " |",
-             "|---" + "|---:" * len(cols) + "|"]
-    for c in novel:
-        lines.append(f"| {c} | " + " | ".join(mean_std(v[c]) if c in v else "n/a" for v in cols.values()) + " |")
-    labels, final = cols["pseudo labels (train)"], cols[f"{retrained} (val)"]
-    share = final.div(cols[f"{oracle} (val)"].mean(), axis=1)
-    keys = labels.index.intersection(share.index)
-    text = "\n".join(lines) + "\n\nIoU percent, mean ± std over seeds (ddof 1)."
-    if len(keys) > 2:
-        x, y = labels.loc[keys].to_numpy().ravel(), share.loc[keys].to_numpy().ravel()
-        r = stats.pearsonr(x, y)
-        text += (f" Pseudo-label IoU vs {retrained}'s IoU as a share of {oracle}'s mean, over "
-                 f"{len(x)} (class, seed) pairs: Pearson r = {r.statistic:.2f}, p = {format_p(r.pvalue)}.")
-    return text + "\n"
-
-
 def build(results: str, out: str, doc: str = "", oracle_gap: str = "", references=(), machine_runs=()) -> str:
     df = by_budget(pd.read_csv(results))
     refs = read_references(references)
@@ -373,9 +237,7 @@ def build(results: str, out: str, doc: str = "", oracle_gap: str = "", reference
     if order_text:
         parts.append(order_text)
     results_dir = os.path.dirname(os.path.abspath(results))
-    retrain_text = "\n".join(filter(None, [pseudo_label_table(df, results_dir)]
-                                     + [retraining_table(df, results_dir, r, s1) for r, s1 in RETRAINED]
-                                     + [retraining_per_class(df, results_dir)]))
+    retrain_text = retraining_block(df, results_dir)
     if retrain_text:
         parts.append(retrain_text)
     axes = write_axis_blocks(df, results_dir, out)
