@@ -4,8 +4,9 @@ method moves from one machine to another, and the comparisons redone within one 
 The same command and seed give other floating-point results on another CPU (README, "What a run
 depends on"), and the ToyScenes runs of one table were trained on more than one machine. Each
 collected run's run_info.json names its host's platform (the kernel build tells the machines of
-different days apart) and, since 2026-12-06, its CPU (``cpu``, ``cpu_capability``). Runs of other sweeps join with ``NAME=GLOB`` specs over their
-metrics files (e.g. the stage 1 of experiments/toyscenes/label_precision.yaml, a SimFormer run, as
+different days apart), since 2026-12-06 its CPU (``cpu``, ``cpu_capability``) and since 2026-12-07
+a fingerprint of the data it read (``datasets``), so a shift between machines can be told from a
+change of data. Runs of other sweeps join with ``NAME=GLOB`` specs over their metrics files (e.g. the stage 1 of experiments/toyscenes/label_precision.yaml, a SimFormer run, as
 ``SimFormer=.../stage1_metrics.json``); their machine is read from the run_info.json beside the file.
 Used by analysis/toyscenes_report.py.
 """
@@ -36,9 +37,10 @@ SAME_MACHINE = [
 
 
 def machine_of(run_dir: str) -> tuple:
-    """``(platform, cpu)`` of the run in ``run_dir`` from its run_info.json: the host's platform
-    string (kernel build included; every run records it) and ``"CPU (capability)"``, or
-    :data:`NOT_RECORDED` for what the file lacks."""
+    """``(platform, cpu, data)`` of the run in ``run_dir`` from its run_info.json: the host's
+    platform string (kernel build included; every run records it), ``"CPU (capability)"`` and the
+    first 12 hex digits of the training dataset's fingerprint (simformer.data.catalog
+    .dataset_fingerprint, recorded since 2026-12-07); :data:`NOT_RECORDED` for what the file lacks."""
     path = os.path.join(run_dir, "run_info.json")
     info = {}
     if os.path.isfile(path):
@@ -46,18 +48,20 @@ def machine_of(run_dir: str) -> tuple:
             info = json.load(f)
     platform = info.get("versions", {}).get("platform") or NOT_RECORDED
     cpu = info.get("cpu")
-    if not cpu:
-        return platform, NOT_RECORDED
-    return platform, f"{cpu} ({info['cpu_capability']})" if info.get("cpu_capability") else str(cpu)
+    if cpu and info.get("cpu_capability"):
+        cpu = f"{cpu} ({info['cpu_capability']})"
+    datasets = info.get("datasets") or {}
+    data = next(iter(datasets.values()), {}).get("sha256", "")[:12]
+    return platform, cpu or NOT_RECORDED, data or NOT_RECORDED
 
 
 def with_machines(df: pd.DataFrame, results_dir: str) -> pd.DataFrame:
-    """``df`` (a results CSV, ``run_dir`` relative to ``results_dir``) with ``machine`` (platform)
-    and ``cpu`` columns."""
+    """``df`` (a results CSV, ``run_dir`` relative to ``results_dir``) with ``machine`` (platform),
+    ``cpu`` and ``data`` columns."""
     if "run_dir" not in df.columns:
-        return df.assign(machine=NOT_RECORDED, cpu=NOT_RECORDED)
+        return df.assign(machine=NOT_RECORDED, cpu=NOT_RECORDED, data=NOT_RECORDED)
     found = [machine_of(os.path.join(results_dir, str(d))) for d in df["run_dir"]]
-    return df.assign(machine=[m for m, _ in found], cpu=[c for _, c in found])
+    return df.assign(**{k: [f[i] for f in found] for i, k in enumerate(("machine", "cpu", "data"))})
 
 
 def read_extra_runs(specs) -> pd.DataFrame:
@@ -75,20 +79,23 @@ def read_extra_runs(specs) -> pd.DataFrame:
             missing = [m for m in METRICS if m not in metrics]
             if missing:
                 raise SystemExit(f"{path}: no {missing} in it; give metrics.json files of finished runs")
-            machine, cpu = machine_of(os.path.dirname(path))
-            rows.append(dict(method=name, split="extra", file=path, machine=machine, cpu=cpu,
+            machine, cpu, data = machine_of(os.path.dirname(path))
+            rows.append(dict(method=name, split="extra", file=path, machine=machine, cpu=cpu, data=data,
                              **{m: metrics[m] for m in METRICS}))
-    return pd.DataFrame(rows, columns=["method", "split", "file", "machine", "cpu", *METRICS])
+    return pd.DataFrame(rows, columns=["method", "split", "file", "machine", "cpu", "data", *METRICS])
 
 
 def machine_table(runs: pd.DataFrame) -> str:
-    """Per method and machine: the CPUs its runs recorded, n and mean ± std (ddof 1) of novel, base
-    mIoU and HM."""
-    lines = ["| method | machine (platform) | CPU | n | novel mIoU | base mIoU | HM |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    """Per method and machine: the CPUs and training-data fingerprints its runs recorded (each with
+    its number of runs), n and mean ± std (ddof 1) of novel, base mIoU and HM."""
+    lines = ["| method | machine (platform) | CPU | training data | n | novel mIoU | base mIoU | HM |",
+             "|---|---|---|---|---:|---:|---:|---:|"]
+
+    def counted(values: pd.Series) -> str:
+        return ", ".join(f"{v} ({(values == v).sum()})" for v in pd.unique(values))
+
     for (method, machine), g in runs.groupby(["method", "machine"], sort=False):
-        cpus = ", ".join(f"{c} ({(g['cpu'] == c).sum()})" for c in pd.unique(g["cpu"]))
-        lines.append(f"| {method} | {machine} | {cpus} | {len(g)} | "
+        lines.append(f"| {method} | {machine} | {counted(g['cpu'])} | {counted(g['data'])} | {len(g)} | "
                      + " | ".join(mean_std(g[m]) for m in METRICS) + " |")
     return "\n".join(lines)
 
@@ -157,5 +164,6 @@ def machine_block(df: pd.DataFrame, results_dir: str, extra: pd.DataFrame = None
     return "\n".join(parts) + (
         "\n\npercent, ToyScenes val, mean ± std over seeds (ddof 1); Welch t-test, two-sided, unpaired, ddof 1; "
         "Holm across the methods set against one baseline on one machine. Machine: the platform string in each "
-        "run's run_info.json (the host's kernel build); CPU: the processor and the instruction set torch chose, "
-        f"with the number of runs ('{NOT_RECORDED}': runs started before the suite recorded it, 2026-12-06).\n")
+        "run's run_info.json (the host's kernel build); CPU: the processor and the instruction set torch chose; "
+        "training data: the start of the training set's fingerprint (file names and sizes); each with its number "
+        f"of runs ('{NOT_RECORDED}': runs started before the suite recorded it, CPU 2026-12-06, data 2026-12-07).\n")

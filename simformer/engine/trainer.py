@@ -5,7 +5,7 @@ is a hook, not an edit of the loop.
 
 Output folder (cfg.OUTPUT_DIR)::
 
-    config.yaml        resolved config          run_info.json   git commit, package versions
+    config.yaml        resolved config          run_info.json   git commit, versions, CPU, data fingerprint
     log.txt            console log              metrics.jsonl   one JSON line per logged iteration
     model_0001000.pth  periodic checkpoints     model_final.pth final weights
     last_checkpoint    name of the newest       metrics.json    final evaluation (+ per_class_iou.csv)
@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from simformer.config import dump_cfg
 from simformer.data.build import build_train_loader
-from simformer.data.catalog import get_dataset, get_dataset_dicts
+from simformer.data.catalog import dataset_fingerprint, get_dataset, get_dataset_dicts
 from simformer.data.class_split import resolve_split
 from simformer.evaluation.evaluator import evaluate_model
 from simformer.modeling.meta_arch import build_model
@@ -196,7 +196,9 @@ class Trainer:
         dump_cfg(self.cfg, os.path.join(self.output_dir, "config.yaml"))
         info = run_info()
         info.update({"world_size": self.world, "device": str(self.device), "split": self.split.to_json(),
-                     "start_iter": self.start_iter})
+                     "start_iter": self.start_iter,
+                     "datasets": {name: dataset_fingerprint(get_dataset_dicts(name))
+                                  for name in [self.train_name, *self.cfg.DATASETS.TEST]}})
         atomic_write_json(os.path.join(self.output_dir, "run_info.json"), info)
 
     def save(self, name: str, iteration: int) -> str:

@@ -24,10 +24,12 @@ def fmt_p(p: float) -> str:
 
 
 def write_run(path, platform: str, cpu: bool, novel: float, metrics_name: str = "metrics.json") -> None:
+    """A run folder; a run with its CPU recorded also has its data fingerprint (as since 2026-12-07)."""
     os.makedirs(path, exist_ok=True)
     info = {"versions": {"platform": platform}}
     if cpu:
-        info.update(cpu="AMD EPYC", cpu_capability="AVX2")
+        info.update(cpu="AMD EPYC", cpu_capability="AVX2",
+                    datasets={"toy_train": {"sha256": "abcdef0123456789"}, "toy_val": {"sha256": "ffff"}})
     with open(os.path.join(path, "run_info.json"), "w") as f:
         json.dump(info, f)
     with open(os.path.join(path, metrics_name), "w") as f:
@@ -60,9 +62,9 @@ def cells(text: str, *first):
 def test_machine_of_reads_platform_and_cpu(tmp_path):
     write_run(tmp_path / "a", NEW, True, 1.0)
     write_run(tmp_path / "b", OLD, False, 1.0)
-    assert machine_blocks.machine_of(str(tmp_path / "a")) == (NEW, "AMD EPYC (AVX2)")
-    assert machine_blocks.machine_of(str(tmp_path / "b")) == (OLD, machine_blocks.NOT_RECORDED)
-    assert machine_blocks.machine_of(str(tmp_path / "none")) == (machine_blocks.NOT_RECORDED,) * 2
+    assert machine_blocks.machine_of(str(tmp_path / "a")) == (NEW, "AMD EPYC (AVX2)", "abcdef012345")
+    assert machine_blocks.machine_of(str(tmp_path / "b")) == (OLD,) + (machine_blocks.NOT_RECORDED,) * 2
+    assert machine_blocks.machine_of(str(tmp_path / "none")) == (machine_blocks.NOT_RECORDED,) * 3
 
 
 def test_extra_runs_need_matching_files(tmp_path):
@@ -77,9 +79,9 @@ def test_block_groups_by_machine_and_leaves_out_other_budgets(tmp_path):
     text = machine_blocks.machine_block(results(tmp_path), str(tmp_path), extra(tmp_path))
     assert not cells(text, "Pr@900")
     (sim_old,) = cells(text, "SimFormer", OLD)
-    assert sim_old[2:5] == ["not recorded (3)", "3", "53.0 ± 2.0"]
+    assert sim_old[2:6] == ["not recorded (3)", "not recorded (3)", "3", "53.0 ± 2.0"]
     (sim_new,) = cells(text, "SimFormer", NEW)
-    assert sim_new[2:5] == ["AMD EPYC (AVX2) (2)", "2", "61.0 ± 2.8"]
+    assert sim_new[2:6] == ["AMD EPYC (AVX2) (2)", "abcdef012345 (2)", "2", "61.0 ± 2.8"]
 
 
 def test_same_method_on_two_machines_is_a_welch_test(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from simformer.config import load_cfg
+from simformer.data.catalog import get_dataset_dicts
 from simformer.engine.trainer import Trainer
 
 from tiny_config import TINY
@@ -89,6 +90,11 @@ def test_run_files_and_nan_guard(toy_env, tmp_path):
     info = json.load(open(tmp_path / "nan" / "run_info.json"))
     assert info["git_commit"] and info["versions"]["torch"]
     assert info["torch_threads"] == torch.get_num_threads() == 1
+    records = get_dataset_dicts("toyscenes_train")  # the fingerprint of what was read (DATASETS.TEST is empty)
+    assert list(info["datasets"]) == ["toyscenes_train"]
+    assert info["datasets"]["toyscenes_train"]["records"] == len(records)
+    assert info["datasets"]["toyscenes_train"]["bytes"] == sum(
+        os.path.getsize(r[k]) for r in records for k in ("file_name", "sem_seg_file_name"))
     assert os.path.isfile(tmp_path / "nan" / "config.yaml")
     assert not os.path.exists(tmp_path / "nan" / "model_final.pth")
 
