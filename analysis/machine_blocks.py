@@ -100,6 +100,12 @@ def machine_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _welch_cells(r: pd.Series) -> str:
+    """"diff | 95 % CI | p" of one row of a ``compare`` table (CI empty where it is undefined)."""
+    ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+    return f"{r['diff']:+.1f} | {ci} | {format_p(r['p_value'])}"
+
+
 def machine_effect_table(runs: pd.DataFrame) -> str:
     """Each method trained on two or more machines: every other machine against the first listed,
     on novel and base mIoU (difference, 95 % CI, Welch p); empty when no method spans machines."""
@@ -111,10 +117,8 @@ def machine_effect_table(runs: pd.DataFrame) -> str:
                             test="welch").set_index("method")
             for other in machines[1:]:
                 r = table.loc[other]
-                ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
                 lines.append(f"| {method} | {metric} | {machines[0]} | {other} | {int(r['n_baseline'])} vs "
-                             f"{int(r['n'])} | {r['baseline_mean']:.1f} | {r['mean']:.1f} | {r['diff']:+.1f} "
-                             f"| {ci} | {format_p(r['p_value'])} |")
+                             f"{int(r['n'])} | {r['baseline_mean']:.1f} | {r['mean']:.1f} | {_welch_cells(r)} |")
     if not lines:
         return ""
     return "\n".join(["| method | metric | machine A | machine B | n | A mean | B mean | diff (B - A) | 95 % CI "
@@ -136,10 +140,9 @@ def same_machine_table(runs: pd.DataFrame, comparisons=SAME_MACHINE) -> str:
             adjusted = dict(zip(others, holm([float(table.loc[m, "p_value"]) for m in others])))
             for m in (m for m in present if m != baseline):
                 r = table.loc[m]
-                ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
                 lines.append(f"| {machine} | {metric} | {m} | {baseline} | {int(r['n'])} vs {int(r['n_baseline'])} "
-                             f"| {r['mean']:.1f} | {r['baseline_mean']:.1f} | {r['diff']:+.1f} | {ci} "
-                             f"| {format_p(r['p_value'])} | {format_p(adjusted.get(m, float('nan')))} |")
+                             f"| {r['mean']:.1f} | {r['baseline_mean']:.1f} | {_welch_cells(r)} "
+                             f"| {format_p(adjusted.get(m, float('nan')))} |")
     if not lines:
         return ""
     return "\n".join(["| machine | metric | method | baseline | n | mean | baseline mean | diff | 95 % CI | p (Welch) "
