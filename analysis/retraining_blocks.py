@@ -90,17 +90,30 @@ def pseudo_label_table(df: pd.DataFrame, results_dir: str) -> str:
     lines = ["### Pseudo labels of each re-trained method: the model that made them, their quality, the model "
              "they give\n",
              "| method | n | stage 1 novel mIoU (val) | labels novel mIoU | labels novel precision "
-             "| novel pixels labelled | all pixels labelled | re-trained novel mIoU (val) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| novel pixels labelled | all pixels labelled | re-trained novel mIoU (val) | gain over stage 1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method, g in t.groupby("method", sort=False):
-        lines.append(f"| {method} | {len(g)} | " + " | ".join(mean_std(pd.to_numeric(g[c])) for c in columns) + " |")
-    return "\n".join(lines) + ("\n\npercent; the labels are those of the train set, scored against its full masks "
+        cells = [mean_std(pd.to_numeric(g[c])) for c in columns]
+        lines.append(f"| {method} | {len(g)} | " + " | ".join(cells) + f" | {_paired_gain(g)} |")
+    return "\n".join(lines) + ("\n\npercent; gain: re-trained minus stage-1 novel mIoU (val) of the same run, mean ± "
+                               "std, paired t-test over the runs (two-sided, ddof 1). "
+                               "The labels are those of the train set, scored against its full masks "
                                "(void left out; base classes keep their own masks). Precision: of the pixels a "
                                "label names as a novel class, the share that is that class (mean over the novel "
                                "classes); a pixel left unlabelled is ignored in re-training, a wrong one is "
                                "taught. n/a: not in the collected files (stage-1 metrics and precision are kept "
                                "since 2026-12-06; a pipeline with stage1_from reuses another method's runs, e.g. "
                                "SimFormer*'s stage 1 is the SimFormer row of the same seed).\n")
+
+
+def _paired_gain(g: pd.DataFrame) -> str:
+    """"mean ± std (p = ...)" of ``val_novel - stage1_novel`` over the rows that have both."""
+    from scipy import stats
+
+    gain = (pd.to_numeric(g["val_novel"]) - pd.to_numeric(g["stage1_novel"])).dropna()
+    if len(gain) < 2:
+        return f"{gain.iloc[0]:+.1f}" if len(gain) else "n/a"
+    return f"{gain.mean():+.1f} ± {gain.std(ddof=1):.1f} (p = {format_p(stats.ttest_1samp(gain, 0.0).pvalue)})"
 
 
 def retraining_per_class(df: pd.DataFrame, results_dir: str, retrained: str = "SimFormer*",

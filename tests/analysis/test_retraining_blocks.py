@@ -89,7 +89,22 @@ def test_pseudo_label_table_sets_each_pipelines_labels_beside_its_model(tmp_path
         rows.append(dict(method=method, seed=seed, novel_miou=val, run_dir=run))
     rows.append(dict(method="SimFormer", seed=1, novel_miou=48.0, run_dir="runs/SimFormer/s1"))  # no labels
     text = retraining_blocks.pseudo_label_table(pd.DataFrame(rows), str(tmp_path))
-    assert "| SimFormer* | 2 | n/a | 75.0 ± 7.1 | n/a | n/a | 96.0 ± 1.4 | 53.0 ± 4.2 |" in text
-    assert "| CAM* | 1 | 34.0 | 20.0 | 70.0 | 60.0 | 90.0 | 15.0 |" in text
+    assert "| SimFormer* | 2 | n/a | 75.0 ± 7.1 | n/a | n/a | 96.0 ± 1.4 | 53.0 ± 4.2 | n/a |" in text
+    assert "| CAM* | 1 | 34.0 | 20.0 | 70.0 | 60.0 | 90.0 | 15.0 | -19.0 |" in text
     assert "| SimFormer |" not in text
     assert retraining_blocks.pseudo_label_table(pd.DataFrame(rows[3:]), str(tmp_path)) == ""
+
+
+def test_pseudo_label_table_gain_is_paired_by_run(tmp_path):
+    import json
+
+    rows = []
+    for seed, (stage1, val) in enumerate([(40.0, 44.0), (50.0, 49.0), (45.0, 51.0)], 1):
+        run = f"runs/P/s{seed}"
+        os.makedirs(tmp_path / run)
+        json.dump({"novel_miou": stage1}, open(tmp_path / run / "stage1_metrics.json", "w"))
+        json.dump({"quality": {"novel_miou": 60.0}}, open(tmp_path / run / "pseudo_labels.json", "w"))
+        rows.append(dict(method="P*", seed=seed, novel_miou=val, run_dir=run))
+    text = retraining_blocks.pseudo_label_table(pd.DataFrame(rows), str(tmp_path))
+    p = stats.ttest_rel([44.0, 49.0, 51.0], [40.0, 50.0, 45.0]).pvalue
+    assert f"| 48.0 ± 3.6 | +3.0 ± 3.6 (p = {fmt_p(p)}) |" in text
