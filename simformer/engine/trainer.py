@@ -197,6 +197,8 @@ class Trainer:
         info = run_info()
         info.update({"world_size": self.world, "device": str(self.device), "split": self.split.to_json(),
                      "start_iter": self.start_iter,
+                     # the registered datasets' files; a re-training's pseudo labels replace the
+                     # training labels after this (data/build.py train_records) and are not in it
                      "datasets": {name: dataset_fingerprint(get_dataset_dicts(name))
                                   for name in [self.train_name, *self.cfg.DATASETS.TEST]}})
         atomic_write_json(os.path.join(self.output_dir, "run_info.json"), info)
