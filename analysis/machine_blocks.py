@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import sys
 
 import pandas as pd
@@ -66,7 +67,8 @@ def with_machines(df: pd.DataFrame, results_dir: str) -> pd.DataFrame:
 
 def read_extra_runs(specs) -> pd.DataFrame:
     """``NAME=GLOB`` specs -> one row per metrics file matched: method NAME, split ``"extra"``, the
-    metrics of :data:`METRICS`, the file and its machine. A spec matching nothing is an error."""
+    seed (a ``seedN`` folder of its path, as sweeps lay runs out), the metrics of :data:`METRICS`,
+    the file and its machine. A spec matching nothing is an error."""
     rows = []
     for spec in specs or ():
         name, sep, pattern = spec.partition("=")
@@ -80,9 +82,10 @@ def read_extra_runs(specs) -> pd.DataFrame:
             if missing:
                 raise SystemExit(f"{path}: no {missing} in it; give metrics.json files of finished runs")
             machine, cpu, data = machine_of(os.path.dirname(path))
-            rows.append(dict(method=name, split="extra", file=path, machine=machine, cpu=cpu, data=data,
-                             **{m: metrics[m] for m in METRICS}))
-    return pd.DataFrame(rows, columns=["method", "split", "file", "machine", "cpu", "data", *METRICS])
+            seed = re.search(r"(?:^|/)seed(\d+)(?:/|$)", path.replace(os.sep, "/"))
+            rows.append(dict(method=name, split="extra", seed=int(seed.group(1)) if seed else None, file=path,
+                             machine=machine, cpu=cpu, data=data, **{m: metrics[m] for m in METRICS}))
+    return pd.DataFrame(rows, columns=["method", "split", "seed", "file", "machine", "cpu", "data", *METRICS])
 
 
 def machine_table(runs: pd.DataFrame) -> str:
@@ -118,11 +121,28 @@ def machine_effect_table(runs: pd.DataFrame) -> str:
             for other in machines[1:]:
                 r = table.loc[other]
                 lines.append(f"| {method} | {metric} | {machines[0]} | {other} | {int(r['n_baseline'])} vs "
-                             f"{int(r['n'])} | {r['baseline_mean']:.1f} | {r['mean']:.1f} | {_welch_cells(r)} |")
+                             f"{int(r['n'])} | {r['baseline_mean']:.1f} | {r['mean']:.1f} | {_welch_cells(r)} "
+                             f"| {_paired_by_seed(g, metric, machines[0], other)} |")
     if not lines:
         return ""
     return "\n".join(["| method | metric | machine A | machine B | n | A mean | B mean | diff (B - A) | 95 % CI "
-                      "| p (Welch) |", "|---|---|---|---|---|---:|---:|---:|---:|---:|", *lines])
+                      "| p (Welch) | paired by seed: diff (pairs, p) |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+                      *lines])
+
+
+def _paired_by_seed(runs: pd.DataFrame, metric: str, a: str, b: str) -> str:
+    """Mean of ``b - a`` over the seeds run once on each machine, with the paired t-test p (two-sided,
+    ddof 1); "n/a" below two pairs."""
+    from scipy import stats
+
+    if "seed" not in runs.columns:
+        return "n/a"
+    per = {m: runs[runs["machine"] == m].dropna(subset=["seed"]).drop_duplicates("seed", keep=False)
+           .set_index("seed")[metric] for m in (a, b)}
+    diff = (per[b] - per[a]).dropna()
+    if len(diff) < 2:
+        return "n/a"
+    return f"{diff.mean():+.1f} ({len(diff)}, p = {format_p(stats.ttest_1samp(diff, 0.0).pvalue)})"
 
 
 def same_machine_table(runs: pd.DataFrame, comparisons=SAME_MACHINE) -> str:

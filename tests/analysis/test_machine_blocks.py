@@ -89,6 +89,8 @@ def test_same_method_on_two_machines_is_a_welch_test(tmp_path):
     (row,) = cells(text, "SimFormer", "novel_miou", OLD, NEW)
     p = stats.ttest_ind([63.0, 59.0], [53.0, 55.0, 51.0], equal_var=False).pvalue
     assert row[4:8] == ["3 vs 2", "53.0", "61.0", "+8.0"] and row[9] == fmt_p(p)
+    # seeds 1 and 2 ran on both machines (the probe's seedN folders): 63 - 53, 59 - 55
+    assert row[10] == f"+7.0 (2, p = {fmt_p(stats.ttest_1samp([10.0, 4.0], 0.0).pvalue)})"
 
 
 def test_comparisons_stay_within_one_machine_with_holm(tmp_path):
