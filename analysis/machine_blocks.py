@@ -103,6 +103,11 @@ def machine_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _table(header: str, align: str, lines) -> str:
+    """A Markdown table of ``lines`` under ``header`` / ``align``; "" when there are none."""
+    return "\n".join([header, align, *lines]) if lines else ""
+
+
 def _welch_cells(r: pd.Series) -> str:
     """"diff | 95 % CI | p" of one row of a ``compare`` table (CI empty where it is undefined)."""
     ci = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
@@ -123,11 +128,8 @@ def machine_effect_table(runs: pd.DataFrame) -> str:
                 lines.append(f"| {method} | {metric} | {machines[0]} | {other} | {int(r['n_baseline'])} vs "
                              f"{int(r['n'])} | {r['baseline_mean']:.1f} | {r['mean']:.1f} | {_welch_cells(r)} "
                              f"| {_paired_by_seed(g, metric, machines[0], other)} |")
-    if not lines:
-        return ""
-    return "\n".join(["| method | metric | machine A | machine B | n | A mean | B mean | diff (B - A) | 95 % CI "
-                      "| p (Welch) | paired by seed: diff (pairs, p) |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
-                      *lines])
+    return _table("| method | metric | machine A | machine B | n | A mean | B mean | diff (B - A) | 95 % CI "
+                  "| p (Welch) | paired by seed: diff (pairs, p) |", "|---|---|---|---|---" + "|---:" * 6 + "|", lines)
 
 
 def _paired_by_seed(runs: pd.DataFrame, metric: str, a: str, b: str) -> str:
@@ -163,10 +165,8 @@ def same_machine_table(runs: pd.DataFrame, comparisons=SAME_MACHINE) -> str:
                 lines.append(f"| {machine} | {metric} | {m} | {baseline} | {int(r['n'])} vs {int(r['n_baseline'])} "
                              f"| {r['mean']:.1f} | {r['baseline_mean']:.1f} | {_welch_cells(r)} "
                              f"| {format_p(adjusted.get(m, float('nan')))} |")
-    if not lines:
-        return ""
-    return "\n".join(["| machine | metric | method | baseline | n | mean | baseline mean | diff | 95 % CI | p (Welch) "
-                      "| p (Holm) |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|", *lines])
+    return _table("| machine | metric | method | baseline | n | mean | baseline mean | diff | 95 % CI | p (Welch) "
+                  "| p (Holm) |", "|---|---|---|---|---" + "|---:" * 6 + "|", lines)
 
 
 def machine_block(df: pd.DataFrame, results_dir: str, extra: pd.DataFrame = None) -> str:
