@@ -6,9 +6,11 @@ depends on"), and the ToyScenes runs of one table were trained on more than one 
 collected run's run_info.json names its host's platform (the kernel build tells the machines of
 different days apart), since 2026-12-06 its CPU (``cpu``, ``cpu_capability``) and since 2026-12-07
 a fingerprint of the data it read (``datasets``), so a shift between machines can be told from a
-change of data. Runs of other sweeps join with ``NAME=GLOB`` specs over their metrics files (e.g. the stage 1 of experiments/toyscenes/label_precision.yaml, a SimFormer run, as
-``SimFormer=.../stage1_metrics.json``); their machine is read from the run_info.json beside the file.
-Used by analysis/toyscenes_report.py.
+change of data. Runs of other sweeps join with ``NAME=GLOB`` specs over their metrics files (e.g.
+the stage 1 of experiments/toyscenes/label_precision.yaml, a SimFormer run, as
+``SimFormer=.../stage1_metrics.json``); their machine is read from the run_info.json beside the
+file. Used by analysis/toyscenes_report.py, which reads its ``--reference`` specs with
+:func:`named_files` too.
 """
 from __future__ import annotations
 
@@ -65,26 +67,34 @@ def with_machines(df: pd.DataFrame, results_dir: str) -> pd.DataFrame:
     return df.assign(**{k: [f[i] for f in found] for i, k in enumerate(("machine", "cpu", "data"))})
 
 
+def named_files(specs, option: str) -> list:
+    """``NAME=GLOB`` command-line specs -> ``(NAME, file)`` for every file each glob matches, in
+    sorted order; a spec without a name or matching nothing is an error naming ``option``."""
+    pairs = []
+    for spec in specs or ():
+        name, sep, pattern = spec.partition("=")
+        files = sorted(glob.glob(pattern)) if sep and name else []
+        if not files:
+            raise SystemExit(f"{option} {spec!r}: expected NAME=GLOB matching metrics files; none found")
+        pairs += [(name, path) for path in files]
+    return pairs
+
+
 def read_extra_runs(specs) -> pd.DataFrame:
     """``NAME=GLOB`` specs -> one row per metrics file matched: method NAME, split ``"extra"``, the
     seed (a ``seedN`` folder of its path, as sweeps lay runs out), the metrics of :data:`METRICS`,
     the file and its machine. A spec matching nothing is an error."""
     rows = []
-    for spec in specs or ():
-        name, sep, pattern = spec.partition("=")
-        files = sorted(glob.glob(pattern)) if sep and name else []
-        if not files:
-            raise SystemExit(f"--machine-runs {spec!r}: expected NAME=GLOB matching metrics files; none found")
-        for path in files:
-            with open(path) as f:
-                metrics = json.load(f)
-            missing = [m for m in METRICS if m not in metrics]
-            if missing:
-                raise SystemExit(f"{path}: no {missing} in it; give metrics.json files of finished runs")
-            machine, cpu, data = machine_of(os.path.dirname(path))
-            seed = re.search(r"(?:^|/)seed(\d+)(?:/|$)", path.replace(os.sep, "/"))
-            rows.append(dict(method=name, split="extra", seed=int(seed.group(1)) if seed else None, file=path,
-                             machine=machine, cpu=cpu, data=data, **{m: metrics[m] for m in METRICS}))
+    for name, path in named_files(specs, "--machine-runs"):
+        with open(path) as f:
+            metrics = json.load(f)
+        missing = [m for m in METRICS if m not in metrics]
+        if missing:
+            raise SystemExit(f"{path}: no {missing} in it; give metrics.json files of finished runs")
+        machine, cpu, data = machine_of(os.path.dirname(path))
+        seed = re.search(r"(?:^|/)seed(\d+)(?:/|$)", path.replace(os.sep, "/"))
+        rows.append(dict(method=name, split="extra", seed=int(seed.group(1)) if seed else None, file=path,
+                         machine=machine, cpu=cpu, data=data, **{m: metrics[m] for m in METRICS}))
     return pd.DataFrame(rows, columns=["method", "split", "seed", "file", "machine", "cpu", "data", *METRICS])
 
 

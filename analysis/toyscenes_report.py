@@ -31,7 +31,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
 from axis_blocks import grid_params, split_budget, write_axis_blocks  # noqa: E402
-from machine_blocks import machine_block, read_extra_runs  # noqa: E402
+from machine_blocks import machine_block, named_files, read_extra_runs  # noqa: E402
 from retraining_blocks import read_json, retraining_block  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 import paper_tables  # noqa: E402
@@ -71,16 +71,8 @@ TABLE2_ORDER = [("Pr", "Pr+Pi"), ("Pr", "Pr+Co"), ("Pr+Pi", "SimFormer"), ("Pr+C
 def read_references(specs) -> pd.DataFrame:
     """``NAME=GLOB`` specs -> one row per metrics.json matched (method = NAME): reference rows that
     are not runs of the sweep, e.g. the non-deep per-pixel classifier."""
-    import glob
-
-    rows = []
-    for spec in specs or ():
-        name, sep, pattern = spec.partition("=")
-        files = sorted(glob.glob(pattern)) if sep else []
-        if not files:
-            raise SystemExit(f"--reference {spec!r}: expected NAME=GLOB matching metrics.json files; none found")
-        rows += [dict(method=name, **{m: read_json(f)[m] for m in SUMMARY_METRICS}) for f in files]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([dict(method=name, **{m: read_json(path)[m] for m in SUMMARY_METRICS})
+                         for name, path in named_files(specs, "--reference")])
 
 
 def summary_table(df: pd.DataFrame, references: pd.DataFrame = None, recipe_iterations=()) -> str:
