@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from simformer.retrain import REFINE_METHODS
+from simformer.retrain import REFINE_METHODS, STAGE1
 from simformer.utils.env import checkout_root
 
 
@@ -289,6 +289,7 @@ class _Method:
     opts: List[Tuple[str, str]]
     stage1_from: Optional[str]
     refine: Optional[str]
+    stage1_within: Tuple[str, ...] = ()  # (STAGE1,) when stage1_from names a pipeline: its stage 1 is reused
 
 
 def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_config: Optional[str],
@@ -323,13 +324,14 @@ def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_c
             load_cfg(retrain_abs)
         except ConfigError as e:
             raise SweepError(f"{where}.retrain_config: {e}") from e
-    stage1_from = spec.get("stage1_from")
+    stage1_from, stage1_within = spec.get("stage1_from"), ()
     if stage1_from is not None:
         if stage != "pipeline":
             raise SweepError(f"{where}: stage1_from needs stage: pipeline")
-        if stage1_from not in raw_methods or (raw_methods[stage1_from] or {}).get("stage", "train") != "train":
-            raise SweepError(f"{where}: stage1_from must name a method of this sweep with stage train, "
-                             f"got {stage1_from!r}")
+        if stage1_from == mname or stage1_from not in raw_methods:
+            raise SweepError(f"{where}: stage1_from must name another method of this sweep, got {stage1_from!r}")
+        if (raw_methods[stage1_from] or {}).get("stage", "train") == "pipeline":
+            stage1_within = (STAGE1,)
     refine = spec.get("refine")
     if refine is not None:
         if stage != "pipeline":
@@ -337,7 +339,7 @@ def _parse_method(mname: Any, spec: Any, *, path: str, raw_methods: dict, base_c
         if refine not in REFINE_METHODS:
             raise SweepError(f"{where}: refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
     return _Method(mname, stage, cfg_abs, cfg_written, retrain_abs, retrain_written,
-                   _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from, refine)
+                   _parse_opts(spec.get("opts"), where=f"{where}.opts"), stage1_from, refine, stage1_within)
 
 
 class _ConfigChecker:
@@ -428,10 +430,11 @@ def _expand_method(m: _Method, *, path: str, out_dir: str, opts, splits, seeds, 
                 }
                 if m.refine:  # only when set: fingerprints of earlier runs stay valid
                     fingerprint["refine"] = m.refine
-                # the other method's folder for the same split/seed/grid (its config is checked
-                # against stage 1 by `simformer pipeline`, which trains itself on a mismatch)
+                # the other method's folder for the same split/seed/grid, or its stage-1 folder when it
+                # is a pipeline (its config is checked against stage 1 by `simformer pipeline`, which
+                # trains itself on a mismatch)
                 source = None if m.stage1_from is None else os.path.join(
-                    out_dir, *[_sanitize(c) for c in [m.stage1_from] + comps[1:]])
+                    out_dir, *[_sanitize(c) for c in [m.stage1_from] + comps[1:]], *m.stage1_within)
                 runs.append(Run(name=run_name, run_dir=run_dir, method=m.name, split=split_name, seed=int(seed),
                                 params={a.column: v for a, v in zip(method_axes, grid_values)}, stage=m.stage,
                                 config=m.config, opts=tuple(x for kv in run_opts for x in kv),

@@ -720,10 +720,19 @@ def test_stage1_from_points_at_the_same_seed_of_the_other_method(tmp_path):
     for r in star:
         args = r.args()
         assert args[args.index("--stage1-from") + 1] == plain[r.seed]
-    spec["methods"]["SimFormer*"]["stage1_from"] = "Missing"
+    # a pipeline's stage 1 is its stage1_train folder
+    spec["methods"]["SimFormer*+GFSAM"] = {"stage": "pipeline", "stage1_from": "SimFormer*", "refine": "gfsam"}
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(SweepError, match="stage1_from"):
-        load_sweep(str(path))
+    sweep = load_sweep(str(path))
+    star = {r.seed: r.run_dir for r in sweep.runs if r.method == "SimFormer*"}
+    for r in (r for r in sweep.runs if r.method == "SimFormer*+GFSAM"):
+        args = r.args()
+        assert args[args.index("--stage1-from") + 1] == os.path.join(star[r.seed], "stage1_train")
+    for bad in ("Missing", "SimFormer*+GFSAM"):  # unknown, or itself
+        spec["methods"]["SimFormer*+GFSAM"]["stage1_from"] = bad
+        path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(SweepError, match="stage1_from must name another method"):
+            load_sweep(str(path))
 
 
 def test_refine_key_reaches_the_pipeline_and_only_pipelines(tmp_path):
