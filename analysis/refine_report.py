@@ -8,7 +8,7 @@ METHOD_seedN. Writes DIR/refine.csv (one row per run) and, with --doc, the gener
 "refine-table": per method, novel / all mIoU of the pseudo labels before and after (mean ± std
 over seeds) and the paired t-test (two-sided, pairs = the same model's labels) on the novel
 difference. With ``--retrained RESULTS.csv`` (a sweep's results.csv holding re-training rows
-``X`` and ``X+GFSAM``, e.g. ``SimFormer*+CMT`` and ``SimFormer*+CMT+GFSAM``) also the block
+``X`` and ``X+GFSAM``, e.g. ``SimFormer*+CMT`` and ``SimFormer*+CMT+GFSAM``; repeatable) also the block
 "refine-retrained": the re-trained model's novel / all mIoU on the val set without and with the
 refinement, paired by split and seed (the two share their stage-1 model), and the paired t-test.
 """
@@ -77,35 +77,42 @@ def table(df: pd.DataFrame) -> str:
 
 
 def retrained_table(results: pd.DataFrame) -> str:
-    """Per ``X+GFSAM`` method with an ``X`` in ``results``: val novel / all mIoU without and with the
-    refinement over the (split, seed) pairs both have, differences and paired t-tests."""
-    lines = ["| re-trained model | n pairs | novel without | novel with GF-SAM | Δ novel | p novel (paired t) "
-             "| all without | all with | Δ all | p all |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    methods = set(results["method"])
-    for method in sorted(m for m in methods if m.endswith("+GFSAM") and m[: -len("+GFSAM")] in methods):
-        base = method[: -len("+GFSAM")]
-        pairs = results[results["method"] == base].merge(results[results["method"] == method], on=["split", "seed"],
-                                                         suffixes=("_without", "_with"))
-        if pairs.empty:
-            continue
-        cells = []
-        for metric in ("novel_miou", "miou"):
-            without, with_ = pairs[f"{metric}_without"], pairs[f"{metric}_with"]
-            cells += [mean_std(without), mean_std(with_), mean_std(with_ - without), _paired(with_, without)]
-        lines.append(f"| {base} | {len(pairs)} | " + " | ".join(cells) + " |")
-    return ("\n".join(lines) + "\n\nToyScenes val mIoU (%) of the re-trained model (stage 2); a pair = the same "
-            "stage-1 model and seed, re-trained on its unrefined or its GF-SAM-refined pseudo labels; mean ± std "
-            "(ddof 1); paired t-test, two-sided.\n")
+    """Per sweep (column ``sweep``, if any) and ``X+GFSAM`` method with an ``X`` in the same sweep:
+    val novel / all mIoU without and with the refinement over the (split, seed) pairs both have,
+    differences and paired t-tests. Runs of different sweeps never pair."""
+    lines = ["| sweep | re-trained model | n pairs | novel without | novel with GF-SAM | Δ novel | p novel (paired t) "
+             "| all without | all with | Δ all | p all |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    if "sweep" not in results.columns:
+        results = results.assign(sweep="")
+    for sweep, runs in results.groupby("sweep", sort=False):
+        methods = set(runs["method"])
+        for method in sorted(m for m in methods if m.endswith("+GFSAM") and m[: -len("+GFSAM")] in methods):
+            base = method[: -len("+GFSAM")]
+            pairs = runs[runs["method"] == base].merge(runs[runs["method"] == method], on=["split", "seed"],
+                                                       suffixes=("_without", "_with"))
+            if pairs.empty:
+                continue
+            cells = []
+            for metric in ("novel_miou", "miou"):
+                without, with_ = pairs[f"{metric}_without"], pairs[f"{metric}_with"]
+                cells += [mean_std(without), mean_std(with_), mean_std(with_ - without), _paired(with_, without)]
+            lines.append(f"| {sweep} | {base} | {len(pairs)} | " + " | ".join(cells) + " |")
+    return ("\n".join(lines) + "\n\nToyScenes val mIoU (%) of the re-trained model (stage 2); sweep: the folder of "
+            "the results CSV; a pair = the same stage-1 model and seed, re-trained on its unrefined or its "
+            "GF-SAM-refined pseudo labels; mean ± std (ddof 1); paired t-test, two-sided.\n")
 
 
-def build(directory: str, doc: str = "", retrained: str = "") -> str:
+def build(directory: str, doc: str = "", retrained=()) -> str:
+    """``retrained``: results CSVs of sweeps with re-training rows (one or more)."""
     df = load(directory)
     atomic_write_text(os.path.join(directory, "refine.csv"), df.to_csv(index=False))
     text = table(df)
     if doc:
         replace_block(doc, "refine-table", text)
     if retrained:
-        extra = retrained_table(pd.read_csv(retrained))
+        frames = [pd.read_csv(path).assign(sweep=os.path.basename(os.path.dirname(os.path.abspath(path))))
+                  for path in retrained]
+        extra = retrained_table(pd.concat(frames, ignore_index=True))
         text += "\n" + extra
         if doc:
             replace_block(doc, "refine-retrained", extra)
@@ -116,8 +123,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory")
     p.add_argument("--doc", default="", help="Markdown file whose 'refine-table' block to rewrite")
-    p.add_argument("--retrained", default="", metavar="RESULTS.csv",
-                   help="a sweep's results.csv with X / X+GFSAM re-training rows: adds the 'refine-retrained' block")
+    p.add_argument("--retrained", action="append", default=[], metavar="RESULTS.csv",
+                   help="a sweep's results.csv with X / X+GFSAM re-training rows (repeatable): adds the "
+                        "'refine-retrained' block")
     args = p.parse_args(argv)
     print(build(args.directory, args.doc, args.retrained))
     return 0

@@ -272,7 +272,7 @@ def main(argv=None) -> int:
                         "'per-pixel Gaussian=docs/results/pixel_classifier/seed[0-9]/metrics.json'")
     p.add_argument("--machine-runs", action="append", default=[], metavar="NAME=GLOB",
                    help="runs of other sweeps for the 'machines' block (analysis/machine_blocks.py), e.g. "
-                        "'SimFormer=docs/results/toyscenes_label_precision/runs/*/split1/seed*/stage1_metrics.json'")
+                        "'SimFormer=docs/results/toyscenes_label_precision/runs/SimFormer[*]/split1/seed*/stage1_metrics.json'")
     args = p.parse_args(argv)
     print(build(args.results, args.out, args.doc, args.oracle_gap, args.reference, args.machine_runs))
     return 0

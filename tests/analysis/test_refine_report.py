@@ -51,10 +51,15 @@ def test_retrained_rows_pair_by_seed_with_hand_paired_t():
     rows += [("SimFormer*+CMT+GFSAM", "split1", s, n, n + 2) for s, n in ((1, 73.0), (2, 73.0), (3, 79.0))]
     rows += [("SimFormer*+CMT+GFSAM", "split1", 9, 10.0, 12.0)]  # no partner: not a pair
     rows += [("Lonely+GFSAM", "split1", 1, 1.0, 1.0)]  # no "Lonely" method: no row
-    df = pd.DataFrame(rows, columns=["method", "split", "seed", "novel_miou", "miou"])
-    text = refine_report.retrained_table(df)
-    row = [c.strip() for c in next(r for r in text.splitlines() if r.startswith("| SimFormer*+CMT ")).split("|")]
+    df = pd.DataFrame(rows, columns=["method", "split", "seed", "novel_miou", "miou"]).assign(sweep="variants")
+    # another sweep's runs of the same names and seeds: a row of their own, never paired across sweeps
+    other = pd.DataFrame([("SimFormer*+CMT", "split1", 1, 50.0, 50.0), ("SimFormer*+CMT+GFSAM", "split1", 1, 40.0, 40.0)],
+                         columns=["method", "split", "seed", "novel_miou", "miou"]).assign(sweep="probe")
+    text = refine_report.retrained_table(pd.concat([df, other], ignore_index=True))
+    row = [c.strip() for c in next(r for r in text.splitlines() if r.startswith("| variants | SimFormer*+CMT ")).split("|")]
     # differences 3, 1, 5: mean 3, std 2, t = 2.598 (2 df) -> p = 0.122, as the pseudo-label test
-    assert row[2] == "3" and row[3] == "72.0 ± 2.0" and row[4] == "75.0 ± 3.5"
-    assert row[5] == "3.0 ± 2.0" and row[6] == "0.122" and row[9] == "3.0 ± 2.0"
+    assert row[3] == "3" and row[4] == "72.0 ± 2.0" and row[5] == "75.0 ± 3.5"
+    assert row[6] == "3.0 ± 2.0" and row[7] == "0.122" and row[10] == "3.0 ± 2.0"
+    row = [c.strip() for c in next(r for r in text.splitlines() if r.startswith("| probe | SimFormer*+CMT ")).split("|")]
+    assert row[3] == "1" and row[6] == "-10.0"
     assert "Lonely" not in text
