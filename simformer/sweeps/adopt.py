@@ -23,7 +23,9 @@ from .state import resolved_configs, run_state, try_lock, unlock
 
 def finished_runs_under(root: str) -> List[str]:
     """Folders under ``root`` holding a finished training (metrics.json, model_final.pth and
-    config.yaml), moved-aside ``.old-*`` folders and a pipeline's stage folders excluded."""
+    config.yaml); moved-aside ``.old-*`` folders and a pipeline's own folder (whose files are its
+    stage 2's) excluded. A pipeline's stage folders are training runs and count, so another
+    sweep can adopt a pipeline's stage 1."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if ".old-" not in d and not d.startswith("."))

@@ -426,6 +426,23 @@ def test_pipeline_runs_compare_both_stage_configs(env):
     assert S.change_reason(S.load_sweep(path).runs[0]) == "SOLVER.BASE_LR: 0.002 -> 0.003"
 
 
+def test_adoption_sources_include_a_pipelines_stage_folders_not_the_pipeline(tmp_path):
+    from simformer.sweeps.adopt import finished_runs_under
+
+    def finished(folder):
+        os.makedirs(folder)
+        for name in ("metrics.json", "model_final.pth", "config.yaml"):
+            open(os.path.join(folder, name), "w").close()
+
+    pipeline = tmp_path / "SimFormer_" / "seed1"
+    for folder in (pipeline, pipeline / "stage1_train", pipeline / "stage2_retrain", tmp_path / "plain",
+                   tmp_path / "plain.old-1"):
+        finished(str(folder))
+    os.makedirs(tmp_path / "unfinished")
+    assert finished_runs_under(str(tmp_path)) == [str(pipeline / "stage1_train"), str(pipeline / "stage2_retrain"),
+                                                  str(tmp_path / "plain")]
+
+
 def test_adopt_copies_a_finished_run_with_the_same_config_only(env):
     from simformer.sweeps.adopt import adopt_finished
 
