@@ -80,6 +80,12 @@ def named_files(specs, option: str) -> list:
     return pairs
 
 
+def seed_of(path: str):
+    """The seed of a run file from the ``seedN`` folder of its path (as sweeps lay runs out), or None."""
+    seed = re.search(r"(?:^|/)seed(\d+)(?:/|$)", path.replace(os.sep, "/"))
+    return int(seed.group(1)) if seed else None
+
+
 def read_extra_runs(specs) -> pd.DataFrame:
     """``NAME=GLOB`` specs -> one row per metrics file matched: method NAME, split ``"extra"``, the
     seed (a ``seedN`` folder of its path, as sweeps lay runs out), the metrics of :data:`METRICS`,
@@ -92,8 +98,7 @@ def read_extra_runs(specs) -> pd.DataFrame:
         if missing:
             raise SystemExit(f"{path}: no {missing} in it; give metrics.json files of finished runs")
         machine, cpu, data = machine_of(os.path.dirname(path))
-        seed = re.search(r"(?:^|/)seed(\d+)(?:/|$)", path.replace(os.sep, "/"))
-        rows.append(dict(method=name, split="extra", seed=int(seed.group(1)) if seed else None, file=path,
+        rows.append(dict(method=name, split="extra", seed=seed_of(path), file=path,
                          machine=machine, cpu=cpu, data=data, **{m: metrics[m] for m in METRICS}))
     return pd.DataFrame(rows, columns=["method", "split", "seed", "file", "machine", "cpu", "data", *METRICS])
 

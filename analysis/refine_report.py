@@ -4,7 +4,9 @@
 
 Reads DIR/<run>/pseudo_labels.json, as `simformer pseudo-label --refine gfsam` writes it (both
 qualities of the same labels: "quality_unrefined" before, "quality" after refinement); <run> is
-METHOD_seedN. Writes DIR/refine.csv (one row per run) and, with --doc, the generated block
+METHOD_seedN, and the reports ``--labels NAME=GLOB`` matches (a sweep's collected runs, e.g. a
+pipeline run with ``refine: gfsam``; the seed from the path's ``seedN`` folder). Writes
+DIR/refine.csv (one row per run) and, with --doc, the generated block
 "refine-table": per method, novel / all mIoU of the pseudo labels before and after (mean ± std
 over seeds) and the paired t-test (two-sided, pairs = the same model's labels) on the novel
 difference. With ``--retrained RESULTS.csv`` (a sweep's results.csv holding re-training rows
@@ -26,6 +28,7 @@ from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
+from machine_blocks import named_files, seed_of  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 
 from simformer.utils.io import atomic_write_text
@@ -33,23 +36,32 @@ from simformer.utils.io import atomic_write_text
 RUN = re.compile(r"^(?P<method>.+)_seed(?P<seed>\d+)$")
 
 
-def load(directory: str) -> pd.DataFrame:
+def _row(path: str, run: str, method: str, seed: int) -> dict:
+    with open(path) as f:
+        rep = json.load(f)
+    if "quality_unrefined" not in rep:
+        raise ValueError(f"{path}: no 'quality_unrefined'; write it with `simformer pseudo-label --refine gfsam`")
+    before, after = rep["quality_unrefined"], rep["quality"]
+    return dict(run=run, method=method, seed=seed,
+                novel_before=before["novel_miou"], novel_after=after["novel_miou"],
+                all_before=before["miou"], all_after=after["miou"],
+                labelled_before=rep["labelled_pixel_share_unrefined"], labelled_after=rep["labelled_pixel_share"])
+
+
+def load(directory: str, labels=()) -> pd.DataFrame:
+    """One row per report: DIR/METHOD_seedN/pseudo_labels.json, and the ``NAME=GLOB`` specs of
+    ``labels`` (reports where a sweep collected them, the seed from the path's ``seedN`` folder)."""
     rows = []
     for path in sorted(glob.glob(os.path.join(directory, "*", "pseudo_labels.json"))):
         run = os.path.basename(os.path.dirname(path))
         m = RUN.match(run)
         if not m:
             raise ValueError(f"{path}: folder name '{run}' is not METHOD_seedN")
-        with open(path) as f:
-            rep = json.load(f)
-        if "quality_unrefined" not in rep:
-            raise ValueError(f"{path}: no 'quality_unrefined'; write it with `simformer pseudo-label --refine gfsam`")
-        before, after = rep["quality_unrefined"], rep["quality"]
-        rows.append(dict(run=run, method=m["method"], seed=int(m["seed"]),
-                         novel_before=before["novel_miou"], novel_after=after["novel_miou"],
-                         all_before=before["miou"], all_after=after["miou"],
-                         labelled_before=rep["labelled_pixel_share_unrefined"],
-                         labelled_after=rep["labelled_pixel_share"]))
+        rows.append(_row(path, run, m["method"], int(m["seed"])))
+    for name, path in named_files(labels, "--labels"):
+        if seed_of(path) is None:
+            raise ValueError(f"{path}: no seedN folder in the path; give the reports of a sweep's runs")
+        rows.append(_row(path, path, name, seed_of(path)))
     if not rows:
         raise FileNotFoundError(f"no */pseudo_labels.json under {directory}")
     return pd.DataFrame(rows).sort_values(["method", "seed"]).reset_index(drop=True)
@@ -77,13 +89,11 @@ def table(df: pd.DataFrame) -> str:
 
 
 def retrained_table(results: pd.DataFrame) -> str:
-    """Per sweep (column ``sweep``, if any) and ``X+GFSAM`` method with an ``X`` in the same sweep:
+    """Per sweep (column ``sweep``) and ``X+GFSAM`` method with an ``X`` in the same sweep:
     val novel / all mIoU without and with the refinement over the (split, seed) pairs both have,
     differences and paired t-tests. Runs of different sweeps never pair."""
     lines = ["| sweep | re-trained model | n pairs | novel without | novel with GF-SAM | Δ novel | p novel (paired t) "
              "| all without | all with | Δ all | p all |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    if "sweep" not in results.columns:
-        results = results.assign(sweep="")
     for sweep, runs in results.groupby("sweep", sort=False):
         methods = set(runs["method"])
         for method in sorted(m for m in methods if m.endswith("+GFSAM") and m[: -len("+GFSAM")] in methods):
@@ -102,9 +112,10 @@ def retrained_table(results: pd.DataFrame) -> str:
             "GF-SAM-refined pseudo labels; mean ± std (ddof 1); paired t-test, two-sided.\n")
 
 
-def build(directory: str, doc: str = "", retrained=()) -> str:
-    """``retrained``: results CSVs of sweeps with re-training rows (one or more)."""
-    df = load(directory)
+def build(directory: str, doc: str = "", retrained=(), labels=()) -> str:
+    """``retrained``: results CSVs of sweeps with re-training rows (one or more); ``labels``:
+    ``NAME=GLOB`` specs of more reports (:func:`load`)."""
+    df = load(directory, labels)
     atomic_write_text(os.path.join(directory, "refine.csv"), df.to_csv(index=False))
     text = table(df)
     if doc:
@@ -126,8 +137,12 @@ def main(argv=None) -> int:
     p.add_argument("--retrained", action="append", default=[], metavar="RESULTS.csv",
                    help="a sweep's results.csv with X / X+GFSAM re-training rows (repeatable): adds the "
                         "'refine-retrained' block")
+    p.add_argument("--labels", action="append", default=[], metavar="NAME=GLOB",
+                   help="more pseudo_labels.json reports as model NAME, one per seedN folder (repeatable), e.g. "
+                        "'SimFormer@1200=docs/results/toyscenes_label_precision/runs/SimFormer[*]+GFSAM/split1/"
+                        "seed*/pseudo_labels.json'")
     args = p.parse_args(argv)
-    print(build(args.directory, args.doc, args.retrained))
+    print(build(args.directory, args.doc, args.retrained, args.labels))
     return 0
 
 

@@ -37,6 +37,22 @@ def test_table_matches_hand_computed_paired_t(tmp_path):
     assert (tmp_path / "refine.csv").read_text().count("\n") == 5
 
 
+def test_labels_of_a_sweeps_runs_join_by_glob_with_the_seed_of_their_path(tmp_path):
+    # the same reports in the METHOD_seedN layout and in a sweep's runs/METHOD/SPLIT/seedN layout
+    pairs = [(50.0, 53.0), (60.0, 61.0), (55.0, 60.0)]
+    for seed, (b, a) in enumerate(pairs, 1):
+        _write(tmp_path / "flat" / f"SimFormer_seed{seed}", b, a)
+        _write(tmp_path / "runs" / "SimFormer*+GFSAM" / "split1" / f"seed{seed}", b, a)
+    (tmp_path / "empty").mkdir()
+    flat = refine_report.load(str(tmp_path / "flat"))
+    globbed = refine_report.load(str(tmp_path / "empty"),
+                                 [f"SimFormer={tmp_path}/runs/SimFormer[*]+GFSAM/split1/seed*/pseudo_labels.json"])
+    assert list(globbed["seed"]) == [1, 2, 3]
+    assert globbed.drop(columns="run").equals(flat.drop(columns="run"))
+    with pytest.raises(SystemExit, match="--labels"):
+        refine_report.load(str(tmp_path / "empty"), [f"X={tmp_path}/nothing/*.json"])
+
+
 def test_rejects_a_report_without_both_qualities(tmp_path):
     (tmp_path / "SimFormer_seed1").mkdir()
     (tmp_path / "SimFormer_seed1" / "pseudo_labels.json").write_text(json.dumps({"quality": {}}))
