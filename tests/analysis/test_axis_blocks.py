@@ -24,19 +24,36 @@ def alpha_results():
                          for a, vals in ALPHA.items() for i, v in enumerate(vals)])
 
 
-def test_sensitivity_table_tests_each_value_against_the_default_with_holm():
-    text = axis_blocks.sensitivity_table(alpha_results(), "alpha")
-    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+def table_rows(text: str) -> dict:
+    return {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
             for ln in text.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip()[0].isdigit()}
-    assert rows["0.1"][5] == "(default)" and rows["0.1"][2] == "51.3 ± 1.5"
-    raw = {a: stats.ttest_ind(ALPHA[a], ALPHA[0.1], equal_var=False).pvalue for a in (0.05, 1.0)}
+
+
+def test_sensitivity_table_pairs_each_value_with_the_default_by_seed_with_holm():
+    rows = table_rows(axis_blocks.sensitivity_table(alpha_results(), "alpha"))
+    assert rows["0.1"][6] == "(default)" and rows["0.1"][2] == "51.3 ± 1.5"
+    raw = {a: stats.ttest_rel(ALPHA[a], ALPHA[0.1]).pvalue for a in (0.05, 1.0)}
     lo, hi = sorted(raw, key=raw.get)
     holm = {lo: min(1.0, 2 * raw[lo])}
     holm[hi] = max(holm[lo], min(1.0, raw[hi]))
     for a in (0.05, 1.0):
         cells = rows[f"{a:g}"]
-        assert cells[1] == "3" and float(cells[5]) == round(sum(ALPHA[a]) / 3 - sum(ALPHA[0.1]) / 3, 1)
-        assert cells[7] == fmt_p(raw[a]) and cells[8] == fmt_p(holm[a])
+        diffs = [x - y for x, y in zip(ALPHA[a], ALPHA[0.1])]
+        assert cells[1] == "3" and cells[5] == "3" and float(cells[6]) == round(sum(diffs) / 3, 1)
+        assert cells[8] == fmt_p(raw[a]) and cells[9] == fmt_p(holm[a])
+        assert cells[10] == fmt_p(stats.ttest_ind(ALPHA[a], ALPHA[0.1], equal_var=False).pvalue)
+
+
+def test_sensitivity_table_pairs_only_shared_seeds_and_skips_a_single_pair():
+    df = alpha_results()
+    # alpha 0.05 keeps seeds 1-2 (paired on those two); alpha 1.0 keeps seed 3 only (one pair: no test)
+    df = df[~((df["alpha"] == 0.05) & (df["seed"] == 3)) & ~((df["alpha"] == 1.0) & (df["seed"] < 3))]
+    rows = table_rows(axis_blocks.sensitivity_table(df, "alpha"))
+    p = stats.ttest_rel(ALPHA[0.05][:2], ALPHA[0.1][:2]).pvalue
+    assert rows["0.05"][5] == "2" and float(rows["0.05"][6]) == round((40 - 50 + 44 - 53) / 2, 1)
+    assert rows["0.05"][8] == fmt_p(p) and rows["0.05"][9] == fmt_p(p)  # Holm over one test
+    assert rows["1"][5] == "1" and rows["1"][6] == rows["1"][8] == rows["1"][9] == ""
+    assert rows["1"][10] == "n/a"  # Welch needs 2 runs per group
 
 
 def budget_runs():
