@@ -59,9 +59,10 @@ def load(directory: str, labels=()) -> pd.DataFrame:
             raise ValueError(f"{path}: folder name '{run}' is not METHOD_seedN")
         rows.append(_row(path, run, m["method"], int(m["seed"])))
     for name, path in named_files(labels, "--labels"):
-        if seed_of(path) is None:
+        seed = seed_of(path)
+        if seed is None:
             raise ValueError(f"{path}: no seedN folder in the path; give the reports of a sweep's runs")
-        rows.append(_row(path, path, name, seed_of(path)))
+        rows.append(_row(path, path, name, seed))
     if not rows:
         raise FileNotFoundError(f"no */pseudo_labels.json under {directory}")
     return pd.DataFrame(rows).sort_values(["method", "seed"]).reset_index(drop=True)
