@@ -4,7 +4,8 @@
 
 Reads DIR/results.csv and DIR/curves.csv (written by analysis/collect_runs.py), writes
 DIR/curves_miou.png (all-class val mIoU vs iteration), DIR/curves_loss.png (training loss vs
-iteration) and the generated blocks "convergence-table" of the document.
+iteration) and the generated block "convergence-table" of the document (``--block NAME`` for
+another block of the same document, e.g. a second sweep's table).
 """
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def probe_tables(folder: str) -> str:
                                f"{r['train_miou']:.1f} / {r['train_base_miou']:.1f} / {r['train_novel_miou']:.1f} |"))
 
 
-def build(folder: str, doc: str) -> str:
+def build(folder: str, doc: str, block_name: str = "convergence-table") -> str:
     results = pd.read_csv(os.path.join(folder, "results.csv"))
     curves = pd.read_csv(os.path.join(folder, "curves.csv"))
     plot_curves(curves, "eval/miou", "ToyScenes val all-class mIoU (%)", os.path.join(folder, "curves_miou.png"))
@@ -119,7 +120,7 @@ def build(folder: str, doc: str) -> str:
         text += "\nInference order on the same weights (suspect 3):\n\n" + "\n".join(lines) + "\n"
     text += probe_tables(folder)
     if doc:
-        replace_block(doc, "convergence-table", text)
+        replace_block(doc, block_name, text)
     return text
 
 
@@ -127,8 +128,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder")
     p.add_argument("--doc", default="", help="Markdown file whose generated block to rewrite")
+    p.add_argument("--block", default="convergence-table", help="name of that block (default: convergence-table)")
     args = p.parse_args(argv)
-    print(build(args.folder, args.doc))
+    print(build(args.folder, args.doc, args.block))
     return 0
 
 

@@ -10,7 +10,9 @@ with one baseline, per metric). Writes DIR/tables.md (the full
 under each bar) and, with --doc, the generated block "variants-tests": one row per variant with
 the differences, p-values and the novel mIoU relative to FullyOracle trained alike (oracle_of). With
 DIR/oracle_gap.csv (analysis/oracle_gap.py) also the block "variants-oracle-gap" (novel mIoU
-achieved vs the best single query mask, docs/proposals.md).
+achieved vs the best single query mask, docs/proposals.md). ``--block NAME`` names the blocks
+"NAME-tests" / "NAME-oracle-gap" instead, for a second sweep reported in the same document
+(experiments/toyscenes/variants_recipe.yaml -> --block variants-recipe).
 """
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
             f"mean - baseline mean; p: {TEST} ('–' where a side has n < 2).\n")
 
 
-def build(directory: str, doc: str = "") -> str:
+def build(directory: str, doc: str = "", block_name: str = "variants") -> str:
     df = pd.read_csv(os.path.join(directory, "results.csv"))
     with warnings.catch_warnings():  # a variant with one seed so far: its p is '–' in the table
         warnings.simplefilter("ignore", StatsWarning)
@@ -141,9 +143,9 @@ def build(directory: str, doc: str = "") -> str:
     gap_path = os.path.join(directory, "oracle_gap.csv")
     gap = oracle_gap_table(pd.read_csv(gap_path), pd.unique(df["method"])) if os.path.isfile(gap_path) else ""
     if doc:
-        replace_block(doc, "variants-tests", block)
+        replace_block(doc, f"{block_name}-tests", block)
         if gap:
-            replace_block(doc, "variants-oracle-gap", gap)
+            replace_block(doc, f"{block_name}-oracle-gap", gap)
     return block + ("\n" + gap if gap else "")
 
 
@@ -151,8 +153,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", help="folder with results.csv (analysis/collect_runs.py)")
     p.add_argument("--doc", default="", help="Markdown file whose 'variants-tests' block to rewrite")
+    p.add_argument("--block", default="variants",
+                   help="generated blocks to rewrite: BLOCK-tests and BLOCK-oracle-gap (default: variants)")
     args = p.parse_args(argv)
-    print(build(args.directory, args.doc))
+    print(build(args.directory, args.doc, args.block))
     return 0
 
 

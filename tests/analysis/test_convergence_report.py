@@ -60,6 +60,10 @@ def test_collect_then_report_reproduces_the_run_values(tmp_path):
     assert "| A | 16.0 | 32.0 |" in text  # mean over seeds at iterations 150 and 300
     assert (dest / "curves_miou.png").is_file() and (dest / "curves_loss.png").is_file()
     assert doc.read_text().startswith("# title\n\nprose\n")
+    # a second sweep's table goes to its own block; the first one stays
+    convergence_report.main([str(dest), "--doc", str(doc), "--block", "recipe-table"])
+    blocks = doc.read_text().split("<!-- generated:recipe-table -->")
+    assert "<!-- generated:convergence-table -->" in blocks[0] and "| A | 2 | 32.0 ± 2.8 |" in blocks[1]
 
 
 def test_replace_block_keeps_prose_and_replaces_only_the_block(tmp_path):

@@ -88,3 +88,20 @@ def test_block_matches_scipy_welch_with_holm(tmp_path):
     text = doc.read_text()
     assert "<!-- generated:variants-oracle-gap -->" in text
     assert "| SimFormer+CMT | 1 | 66.0 | 70.0 | 71.0 | 4.0 |" in text
+
+
+def test_named_block_leaves_the_other_sweeps_block_alone(tmp_path):
+    rows = [dict(run=f"{m}/split1/seed{i}", method=m, split="split1", seed=i, novel_miou=v, base_miou=v,
+                 miou=v, hm=v) for m, vs in {"SimFormer": [40.0, 44.0], "SimFormer+CMT": [60.0, 66.0]}.items()
+            for i, v in enumerate(vs, 1)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- generated:variants-tests -->\nfirst sweep\n<!-- /generated:variants-tests -->\n"
+                   "<!-- generated:variants-recipe-tests -->\nold\n<!-- /generated:variants-recipe-tests -->\n")
+    variants_report.main([str(tmp_path), "--doc", str(doc), "--block", "variants-recipe"])
+    text = doc.read_text()
+    assert "first sweep" in text and "old" not in text
+    recipe = text.split("<!-- generated:variants-recipe-tests -->")[1]
+    p = stats.ttest_ind([60.0, 66.0], [40.0, 44.0], equal_var=False).pvalue
+    cmt = [r for r in recipe.splitlines() if r.startswith("| SimFormer+CMT ")][0].split("|")
+    assert cmt[5].strip() == "21.0" and cmt[6].strip() == fmt_p(p)
