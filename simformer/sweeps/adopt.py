@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from simformer.retrain import STAGE1
 from simformer.utils.run_dir import SWEEP_FILES
 
-from .spec import Run
+from .spec import Run, SweepError
 from .state import resolved_configs, run_state, try_lock, unlock
 
 
@@ -82,6 +82,10 @@ def adopt_finished(runs: Sequence[Run], sources: Sequence[str], log: Callable[[s
     ``sources``; returns {run name: source folder}."""
     from .launch import write_record
 
+    for root in sources:  # a mistyped folder would silently train every run again
+        if not os.path.isdir(root):
+            raise SweepError(f"--adopt {root}: no such folder; name a folder holding finished runs (e.g. another "
+                             "sweep's output), or leave out --adopt to train these runs")
     candidates = [f for root in sources for f in finished_runs_under(root)]
     seeds = {f: _saved_seed(f) for f in candidates}  # a cheap first filter
     adopted: Dict[str, str] = {}

@@ -468,6 +468,8 @@ def test_adopt_copies_a_finished_run_with_the_same_config_only(env):
     assert not os.path.exists(os.path.join(seed1.run_dir, "stdout.log"))  # the sweep's log is not copied
     assert S.change_reason(seed1) is None
     assert adopt_finished(mine.runs, [str(env.tmp / "other")]) == {}  # done now: nothing more to adopt
+    with pytest.raises(S.SweepError, match=r"--adopt .*othr: no such folder"):
+        adopt_finished(mine.runs, [str(env.tmp / "othr")])
 
 
 GRACE_S = 10
