@@ -10,13 +10,16 @@ with one baseline, per metric). Writes DIR/tables.md (the full
 under each bar) and, with --doc, the generated block "variants-tests": one row per variant with
 the differences, p-values and the novel mIoU relative to FullyOracle trained alike (oracle_of). With
 DIR/oracle_gap.csv (analysis/oracle_gap.py) also the block "variants-oracle-gap" (novel mIoU
-achieved vs the best single query mask, docs/proposals.md). ``--block NAME`` names the blocks
-"NAME-tests" / "NAME-oracle-gap" instead, for a second sweep reported in the same document
+achieved vs the best single query mask, docs/proposals.md). With the runs' metrics.json under
+DIR/run_dir (what collect_runs.py copies), also the block "variants-per-class": every class's val
+IoU per method, and the mean over ToyScenes' stuff and thing classes, base and novel. ``--block NAME`` names the blocks
+"NAME-tests" / "NAME-oracle-gap" / "NAME-per-class" instead, for a second sweep reported in the same document
 (experiments/toyscenes/variants_recipe.yaml -> --block variants-recipe).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -118,6 +121,48 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
             f"mean - baseline mean; p: {TEST} ('–' where a side has n < 2).\n")
 
 
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def per_class_block(df: pd.DataFrame, directory: str) -> str:
+    """Val IoU per class (rows) and method (columns), mean over the seeds whose metrics.json is under
+    ``directory``/run_dir, then the mean of those means over each group of classes: ToyScenes' stuff
+    (region-filling textures) and things (compact shapes, simformer/data/datasets/toyscenes.py),
+    each split into base and novel by the runs' split. "" when no run has its files here."""
+    from simformer.data.datasets.toyscenes import TOYSCENES_CLASSES
+
+    if "run_dir" not in df:
+        return ""
+    kinds = {c.name: c.kind for c in TOYSCENES_CLASSES}
+    iou, split = {}, None
+    for method in pd.unique(df["method"]):
+        rows = []
+        for run_dir in df.loc[df["method"] == method, "run_dir"]:
+            folder = os.path.join(directory, str(run_dir))
+            if os.path.isfile(os.path.join(folder, "metrics.json")):
+                rows.append(_read_json(os.path.join(folder, "metrics.json"))["per_class_iou"])
+                split = split or _read_json(os.path.join(folder, "run_info.json"))["split"]
+        if rows:
+            iou[method] = pd.DataFrame(rows)
+    if not iou:
+        return ""
+    names, novel = split["class_names"], {split["class_names"][i] for i in split["novel"]}
+    means = pd.DataFrame({m: v.mean() for m, v in iou.items()}).reindex(names)
+    group = {c: f"{kinds.get(c, 'other')}, {'novel' if c in novel else 'base'}" for c in names}
+    methods = list(iou)
+    lines = ["| class | kind | " + " | ".join(f"{m} (n = {len(iou[m])})" for m in methods) + " |",
+             "|---|---|" + "---:|" * len(methods)]
+    lines += [f"| {c} | {group[c]} | " + " | ".join(f"{means.at[c, m]:.1f}" for m in methods) + " |" for c in names]
+    for g in sorted(set(group.values())):
+        members = [c for c in names if group[c] == g]
+        lines.append(f"| **mean of {len(members)}** | **{g}** | "
+                     + " | ".join(f"**{means.loc[members, m].mean():.1f}**" for m in methods) + " |")
+    return ("### Per class\n\n" + "\n".join(lines) + "\n\nVal IoU in percent, mean over seeds; a group's row "
+            "is the mean of its classes' means.\n")
+
+
 def build(directory: str, doc: str = "", block_name: str = "variants") -> str:
     df = pd.read_csv(os.path.join(directory, "results.csv"))
     with warnings.catch_warnings():  # a variant with one seed so far: its p is '–' in the table
@@ -142,11 +187,14 @@ def build(directory: str, doc: str = "", block_name: str = "variants") -> str:
     block = tests_block(df, tables)
     gap_path = os.path.join(directory, "oracle_gap.csv")
     gap = oracle_gap_table(pd.read_csv(gap_path), pd.unique(df["method"])) if os.path.isfile(gap_path) else ""
+    classes = per_class_block(df, directory)
     if doc:
         replace_block(doc, f"{block_name}-tests", block)
         if gap:
             replace_block(doc, f"{block_name}-oracle-gap", gap)
-    return block + ("\n" + gap if gap else "")
+        if classes:
+            replace_block(doc, f"{block_name}-per-class", classes)
+    return "\n".join(filter(None, [block, gap, classes]))
 
 
 def main(argv=None) -> int:

@@ -105,3 +105,32 @@ def test_named_block_leaves_the_other_sweeps_block_alone(tmp_path):
     p = stats.ttest_ind([60.0, 66.0], [40.0, 44.0], equal_var=False).pvalue
     cmt = [r for r in recipe.splitlines() if r.startswith("| SimFormer+CMT ")][0].split("|")
     assert cmt[5].strip() == "21.0" and cmt[6].strip() == fmt_p(p)
+
+
+def test_per_class_block_means_by_hand(tmp_path):
+    import json
+
+    names = ["sky", "grass", "water", "ball", "star", "widget"]  # widget: not a ToyScenes class
+    split = {"class_names": names, "base": [0, 2, 3, 5], "novel": [1, 4]}
+    iou = {("SimFormer", 1): [90, 80, 70, 60, 40, 10], ("SimFormer", 2): [92, 84, 74, 62, 30, 20],
+           ("SimFormer+CMT", 1): [94, 86, 90, 80, 50, 30]}
+    rows = []
+    for (method, seed), values in iou.items():
+        run_dir = f"runs/{method}/split1/seed{seed}"
+        os.makedirs(tmp_path / run_dir)
+        (tmp_path / run_dir / "metrics.json").write_text(json.dumps({"per_class_iou": dict(zip(names, values))}))
+        (tmp_path / run_dir / "run_info.json").write_text(json.dumps({"split": split}))
+        rows.append(dict(method=method, seed=seed, run_dir=run_dir))
+    rows.append(dict(method="FullyOracle", seed=1, run_dir="runs/elsewhere"))  # files not here: no column
+    text = variants_report.per_class_block(pd.DataFrame(rows), str(tmp_path))
+    cells = [[c.strip(" *") for c in r.split("|")[1:-1]] for r in text.splitlines() if r.startswith("| ")]
+    line = {c[0]: c[1:] for c in cells if not c[0].startswith("mean of")}
+    assert line["class"] == ["kind", "SimFormer (n = 2)", "SimFormer+CMT (n = 1)"]
+    assert line["star"] == ["thing, novel", "35.0", "50.0"]
+    assert line["widget"] == ["other, base", "15.0", "30.0"]
+    # group rows: the mean of the class means of their members (sky + water; grass; ball; star; widget)
+    groups = {c[1]: c[2:] for c in cells if c[0].startswith("mean of")}
+    assert groups == {"stuff, base": ["81.5", "92.0"], "stuff, novel": ["82.0", "86.0"],
+                      "thing, base": ["61.0", "80.0"], "thing, novel": ["35.0", "50.0"],
+                      "other, base": ["15.0", "30.0"]}
+    assert variants_report.per_class_block(pd.DataFrame(rows[-1:]), str(tmp_path)) == ""
