@@ -63,6 +63,19 @@ def oracle_of(method: str, available=()) -> str:
     return decoder
 
 
+def method_order(methods) -> list:
+    """``methods`` grouped by family (SimFormer's rows, then FullyOracle's, then any other), each
+    family's baseline first, the rest in their given order: a table's rows do not depend on the
+    order in which runs finished or were collected."""
+    methods = list(dict.fromkeys(methods))
+
+    def key(m: str):
+        family = next((i for i, f in enumerate(FAMILIES) if m == f or m.startswith(f)), len(FAMILIES))
+        return family, m not in FAMILIES, methods.index(m)
+
+    return sorted(methods, key=key)
+
+
 def _fmt(v: float, nd: int = 1) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
 
@@ -93,7 +106,7 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
              "| novel / FullyOracle (trained alike) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     oracle_novel = df.groupby("method")["novel_miou"].mean()
-    for method in pd.unique(df["method"]):
+    for method in method_order(df["method"]):
         base = method if method in FAMILIES else baseline_of(method)
         if not base or (base, "novel_miou") not in tables:
             continue
@@ -137,7 +150,7 @@ def per_class_block(df: pd.DataFrame, directory: str) -> str:
         return ""
     kinds = {c.name: c.kind for c in TOYSCENES_CLASSES}
     iou, split = {}, None
-    for method in pd.unique(df["method"]):
+    for method in method_order(df["method"]):
         rows = []
         for run_dir in df.loc[df["method"] == method, "run_dir"]:
             folder = os.path.join(directory, str(run_dir))

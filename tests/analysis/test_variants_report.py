@@ -32,6 +32,13 @@ def test_baselines_and_oracle():
     assert variants_report.oracle_of("SimFormer-res3", ["FullyOracle", "FullyOracle-dropout0"]) == "FullyOracle"
 
 
+def test_method_order_groups_families_baseline_first():
+    got = variants_report.method_order(["FullyOracle+CMT", "SimFormer+CMT", "Other", "FullyOracle", "SimFormer*",
+                                        "SimFormer", "SimFormer+CMT", "SimFormer-res3"])
+    assert got == ["SimFormer", "SimFormer+CMT", "SimFormer*", "SimFormer-res3", "FullyOracle", "FullyOracle+CMT",
+                   "Other"]
+
+
 def test_block_matches_scipy_welch_with_holm(tmp_path):
     values = {
         "SimFormer": [40.0, 43.0, 45.0],
