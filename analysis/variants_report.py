@@ -12,14 +12,14 @@ the differences, p-values and the novel mIoU relative to FullyOracle trained ali
 DIR/oracle_gap.csv (analysis/oracle_gap.py) also the block "variants-oracle-gap" (novel mIoU
 achieved vs the best single query mask, docs/proposals.md). With the runs' metrics.json under
 DIR/run_dir (what collect_runs.py copies), also the block "variants-per-class": every class's val
-IoU per method, and the mean over ToyScenes' stuff and thing classes, base and novel. ``--block NAME`` names the blocks
-"NAME-tests" / "NAME-oracle-gap" / "NAME-per-class" instead, for a second sweep reported in the same document
+IoU per method, and the mean over ToyScenes' stuff and thing classes, base and novel. Rows and
+columns are in family order (method_order). ``--block NAME`` names the blocks "NAME-tests" /
+"NAME-oracle-gap" / "NAME-per-class" instead, for a second sweep reported in the same document
 (experiments/toyscenes/variants_recipe.yaml -> --block variants-recipe).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -30,6 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from markdown_blocks import replace_block  # noqa: E402
+from retraining_blocks import read_json  # noqa: E402
 from toyscenes_report import oracle_gap_table  # noqa: E402
 
 from simformer.stats import StatsWarning, compare, format_markdown, format_p, holm
@@ -134,11 +135,6 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
             f"mean - baseline mean; p: {TEST} ('–' where a side has n < 2).\n")
 
 
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
-
-
 def per_class_block(df: pd.DataFrame, directory: str) -> str:
     """Val IoU per class (rows) and method (columns), mean over the seeds whose metrics.json is under
     ``directory``/run_dir, then the mean of those means over each group of classes: ToyScenes' stuff
@@ -155,8 +151,8 @@ def per_class_block(df: pd.DataFrame, directory: str) -> str:
         for run_dir in df.loc[df["method"] == method, "run_dir"]:
             folder = os.path.join(directory, str(run_dir))
             if os.path.isfile(os.path.join(folder, "metrics.json")):
-                rows.append(_read_json(os.path.join(folder, "metrics.json"))["per_class_iou"])
-                split = split or _read_json(os.path.join(folder, "run_info.json"))["split"]
+                rows.append(read_json(os.path.join(folder, "metrics.json"))["per_class_iou"])
+                split = split or read_json(os.path.join(folder, "run_info.json"))["split"]
         if rows:
             iou[method] = pd.DataFrame(rows)
     if not iou:
@@ -199,7 +195,7 @@ def build(directory: str, doc: str = "", block_name: str = "variants") -> str:
     atomic_write_text(os.path.join(directory, "tables.md"), "\n".join(parts))
     block = tests_block(df, tables)
     gap_path = os.path.join(directory, "oracle_gap.csv")
-    gap = oracle_gap_table(pd.read_csv(gap_path), pd.unique(df["method"])) if os.path.isfile(gap_path) else ""
+    gap = oracle_gap_table(pd.read_csv(gap_path), method_order(df["method"])) if os.path.isfile(gap_path) else ""
     classes = per_class_block(df, directory)
     if doc:
         replace_block(doc, f"{block_name}-tests", block)
@@ -215,7 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("directory", help="folder with results.csv (analysis/collect_runs.py)")
     p.add_argument("--doc", default="", help="Markdown file whose 'variants-tests' block to rewrite")
     p.add_argument("--block", default="variants",
-                   help="generated blocks to rewrite: BLOCK-tests and BLOCK-oracle-gap (default: variants)")
+                   help="generated blocks to rewrite: BLOCK-tests, BLOCK-oracle-gap and BLOCK-per-class "
+                        "(default: variants)")
     args = p.parse_args(argv)
     print(build(args.directory, args.doc, args.block))
     return 0

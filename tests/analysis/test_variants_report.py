@@ -88,13 +88,19 @@ def test_block_matches_scipy_welch_with_holm(tmp_path):
     # with the proposal analysis beside the results, the oracle-gap block follows
     gap = pd.DataFrame([dict(method=m, split="split1", seed=1, run=f"{m}/split1/seed1", novel_achieved=a,
                              novel_oracle=o, novel_union=o + 1, oracle_gap=o - a, base_achieved=0, base_oracle=0,
-                             base_union=0, num_images=4) for m, a, o in (("SimFormer", 40.0, 62.0),
-                                                                         ("SimFormer+CMT", 66.0, 70.0))])
+                             base_union=0, num_images=4) for m, a, o in (("FullyOracle", 50.0, 70.0),
+                                                                         ("SimFormer+CMT", 66.0, 70.0),
+                                                                         ("SimFormer*+CMT", 70.0, 72.0),
+                                                                         ("SimFormer", 40.0, 62.0))])
     gap.to_csv(tmp_path / "oracle_gap.csv", index=False)
     variants_report.build(str(tmp_path), str(doc))
     text = doc.read_text()
     assert "<!-- generated:variants-oracle-gap -->" in text
     assert "| SimFormer+CMT | 1 | 66.0 | 70.0 | 71.0 | 4.0 |" in text
+    gap_rows = [r.split("|")[1].strip() for r in text.split("generated:variants-oracle-gap")[1].splitlines()
+                if r.startswith("| ") and not r.startswith("| method")]
+    # family order (method_order), not the order of results.csv or of the CSV
+    assert gap_rows == ["SimFormer", "SimFormer+CMT", "SimFormer*+CMT", "FullyOracle"]
 
 
 def test_named_block_leaves_the_other_sweeps_block_alone(tmp_path):
