@@ -3,8 +3,8 @@
     python analysis/convergence_report.py docs/results/convergence --doc docs/convergence.md
 
 Reads DIR/results.csv and DIR/curves.csv (written by analysis/collect_runs.py), writes
-DIR/curves_miou.png (all-class val mIoU vs iteration), DIR/curves_loss.png (training loss vs
-iteration) and the generated block "convergence-table" of the document (``--block NAME`` for
+DIR/curves_miou.png (all-class val mIoU vs iteration), DIR/curves_novel_miou.png (novel-class,
+when logged), DIR/curves_loss.png (training loss vs iteration) and the generated block "convergence-table" of the document (``--block NAME`` for
 another block of the same document, e.g. a second sweep's table).
 """
 from __future__ import annotations
@@ -43,8 +43,9 @@ def final_table(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def curve_table(curves: pd.DataFrame) -> str:
-    ev = curves[curves["series"] == "eval/miou"]
+def curve_table(curves: pd.DataFrame, series: str = "eval/miou") -> str:
+    """Mean over seeds of ``series`` at each evaluated iteration, one row per method ("" if never logged)."""
+    ev = curves[curves["series"] == series].dropna(subset=["value"])
     if ev.empty:
         return ""
     pivot = ev.groupby(["method", "iteration"])["value"].mean().unstack("iteration")
@@ -110,6 +111,12 @@ def build(folder: str, doc: str, block_name: str = "convergence-table") -> str:
                 smooth=5)
     text = ("Final metrics (ToyScenes val, split1; mean ± std over seeds where n > 1):\n\n" + final_table(results)
             + "\n\nAll-class val mIoU (%) during training:\n\n" + curve_table(curves) + "\n")
+    novel = curves[(curves["series"] == "eval/novel_miou") & curves["value"].notna()]
+    if novel["iteration"].nunique() > 1:  # a curve, not only the final value of the table above
+        plot_curves(curves, "eval/novel_miou", "ToyScenes val novel-class mIoU (%)",
+                    os.path.join(folder, "curves_novel_miou.png"))
+        text += ("\nNovel-class val mIoU (%) during training:\n\n" + curve_table(curves, "eval/novel_miou")
+                 + "\n")
     order = os.path.join(folder, "inference_order.csv")
     if os.path.isfile(order):  # suspect 3: the same weights, two inference orders
         df = pd.read_csv(order)
