@@ -121,6 +121,24 @@ def test_cmt_step_time(capsys):
     assert r["cmt_mib"] >= 0 and (r["batch"], r["size"]) == (2, 32)
 
 
+def test_dispatch_counter_counts_each_operator_once():
+    counter = _load("dispatch_count").op_counter()
+    x = torch.ones(3, requires_grad=True)
+    with counter:
+        y = (x * 2 + 1).sum()  # mul, add, sum
+    assert dict(counter.counts) == {"aten.mul": 1, "aten.add": 1, "aten.sum": 1}
+
+
+def test_dispatch_count(capsys):
+    r = _run("dispatch_count", ["--batch", "2", "--size", "32", "--variants", "cmt_off"], capsys)
+    assert r["maskformer_ops"] > 0 and r["batch"] == 2
+    assert _close(r["ratio"], r["cmt_ops"] / r["maskformer_ops"])
+    # the CMT decoder with every term off is MaskFormer's decoder on another map: its step
+    # dispatches the same operators give or take the pooling of that map
+    assert abs(r["cmt_off_ops"] - r["maskformer_ops"]) < 0.01 * r["maskformer_ops"]
+    assert r["cmt_ops"] > 1.05 * r["maskformer_ops"]  # the clustering terms add operators
+
+
 def test_pair_statistics(capsys):
     r = _run("pair_statistics", ["--images", "600", "--loop-anchors", "10"], capsys)
     assert r["agree"] == 1
