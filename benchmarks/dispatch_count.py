@@ -76,6 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None, help="images per step (default: SOLVER.IMS_PER_BATCH)")
     p.add_argument("--size", type=int, default=64, help="square input size (the counts do not depend on it)")
     p.add_argument("--variants", default="", help=f"extra comma-separated variants: {', '.join(list(VARIANTS)[2:])}")
+    p.add_argument("--opts", nargs="*", default=[], help="extra config overrides KEY VALUE ... (all variants)")
     p.add_argument("--top", type=int, default=8, help="operators listed per variant: the largest increases over maskformer")
     return p.parse_args(argv)
 
@@ -95,14 +96,15 @@ def main(argv=None) -> int:
         raise SystemExit(f"--batch must be positive (and even when the config pairs images), got {batch}")
     size = args.size
     common = ["SOLVER.IMS_PER_BATCH", str(batch), "INPUT.CROP.SIZE", f"[{size}, {size}]",
-              "INPUT.SIZE_DIVISIBILITY", str(size)]
+              "INPUT.SIZE_DIVISIBILITY", str(size), *args.opts]
     if args.quick:
         common += ["MODEL.MASK_FORMER.DEC_LAYERS", "2", _CMT + "CONTRAST_SAMPLES", "64"]
     cfgs = OrderedDict((n, C.load_bench_cfg(args.config, [*common, *VARIANTS[n]])) for n in names)
     split = C.bench_split(cfgs["maskformer"])
     data = C.batch_to(C.synthetic_batch(split, batch, size, size, seed=args.seed, pairs=pairs,
                                         novel_masks=bool(probe.WEAKSHOT.NOVEL_MASKS)), device)
-    print(f"dispatch_count: {args.config}, batch {batch}, {size}x{size}; ATen operators per training step "
+    print(f"dispatch_count: {args.config}{' ' + ' '.join(args.opts) if args.opts else ''}, batch {batch}, "
+          f"{size}x{size}; ATen operators per training step "
           f"(second step; the first one warms up)")
     counts = OrderedDict()
     for n, cfg in cfgs.items():
