@@ -12,9 +12,11 @@ the differences, p-values and the novel mIoU relative to FullyOracle trained ali
 DIR/oracle_gap.csv (analysis/oracle_gap.py) also the block "variants-oracle-gap" (novel mIoU
 achieved vs the best single query mask, docs/proposals.md). With the runs' metrics.json under
 DIR/run_dir (what collect_runs.py copies), also the block "variants-per-class": every class's val
-IoU per method, and the mean over ToyScenes' stuff and thing classes, base and novel. Rows and
-columns are in family order (method_order). ``--block NAME`` names the blocks "NAME-tests" /
-"NAME-oracle-gap" / "NAME-per-class" instead, for a second sweep reported in the same document
+IoU per method, and the mean over ToyScenes' stuff and thing classes, base and novel. With
+DIR/curves.csv, also the block "variants-step-time": each method's training step time from its runs'
+logs and its ratio to the baseline. Rows and columns are in family order (method_order).
+``--block NAME`` names the blocks "NAME-tests" / "NAME-oracle-gap" / "NAME-per-class" /
+"NAME-step-time" instead, for a second sweep reported in the same document
 (experiments/toyscenes/variants_recipe.yaml -> --block variants-recipe).
 """
 from __future__ import annotations
@@ -172,6 +174,36 @@ def per_class_block(df: pd.DataFrame, directory: str) -> str:
             "is the mean of its classes' means.\n")
 
 
+def step_time_block(df: pd.DataFrame, directory: str) -> str:
+    """Training step time per method from the runs' logs (DIR/curves.csv, series time_per_iter):
+    each run's median over its logged periods, then the median over a method's runs, and its
+    ratio to the baseline's (baseline_of). "" when fewer than two methods logged their step time
+    (nothing to compare)."""
+    path = os.path.join(directory, "curves.csv")
+    if not os.path.isfile(path):
+        return ""
+    curves = pd.read_csv(path)
+    steps = curves[curves["series"] == "time_per_iter"].groupby(["method", "split", "seed"])["value"].median()
+    if steps.index.get_level_values("method").nunique() < 2:
+        return ""
+    per_method = steps.groupby(level="method")
+    median, runs = per_method.median(), per_method.size()
+    lines = ["| method | runs timed | median step (s) | range over runs (s) | / baseline |",
+             "|---|---:|---:|---:|---:|"]
+    for m in method_order(df["method"]):
+        if m not in median.index:
+            continue
+        base = baseline_of(m)
+        ratio = f"{median[m] / median[base]:.2f}x {base}" if m != base and base in median.index else ""
+        lo, hi = steps.loc[m].min(), steps.loc[m].max()
+        lines.append(f"| {m} | {runs[m]} | {median[m]:.2f} | {lo:.2f}-{hi:.2f} | {ratio} |")
+    return ("### Step time in the sweep's own runs\n\n" + "\n".join(lines) + "\n\nseconds per training "
+            "iteration as the trainer logs it (each run's median over its logged periods, then the median over "
+            "the method's runs); one thread per run and two runs side by side, so a run's figure also depends "
+            "on the run beside it: benchmarks/cmt_step_time.py measures the decoders side by side in one "
+            "process (docs/benchmarks.md).\n")
+
+
 def build(directory: str, doc: str = "", block_name: str = "variants") -> str:
     df = pd.read_csv(os.path.join(directory, "results.csv"))
     with warnings.catch_warnings():  # a variant with one seed so far: its p is '–' in the table
@@ -197,13 +229,16 @@ def build(directory: str, doc: str = "", block_name: str = "variants") -> str:
     gap_path = os.path.join(directory, "oracle_gap.csv")
     gap = oracle_gap_table(pd.read_csv(gap_path), method_order(df["method"])) if os.path.isfile(gap_path) else ""
     classes = per_class_block(df, directory)
+    steps = step_time_block(df, directory)
     if doc:
         replace_block(doc, f"{block_name}-tests", block)
         if gap:
             replace_block(doc, f"{block_name}-oracle-gap", gap)
         if classes:
             replace_block(doc, f"{block_name}-per-class", classes)
-    return "\n".join(filter(None, [block, gap, classes]))
+        if steps:
+            replace_block(doc, f"{block_name}-step-time", steps)
+    return "\n".join(filter(None, [block, gap, classes, steps]))
 
 
 def main(argv=None) -> int:
@@ -211,8 +246,8 @@ def main(argv=None) -> int:
     p.add_argument("directory", help="folder with results.csv (analysis/collect_runs.py)")
     p.add_argument("--doc", default="", help="Markdown file whose 'variants-tests' block to rewrite")
     p.add_argument("--block", default="variants",
-                   help="generated blocks to rewrite: BLOCK-tests, BLOCK-oracle-gap and BLOCK-per-class "
-                        "(default: variants)")
+                   help="generated blocks to rewrite: BLOCK-tests, BLOCK-oracle-gap, BLOCK-per-class and "
+                        "BLOCK-step-time (default: variants)")
     args = p.parse_args(argv)
     print(build(args.directory, args.doc, args.block))
     return 0

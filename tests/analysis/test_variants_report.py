@@ -147,3 +147,25 @@ def test_per_class_block_means_by_hand(tmp_path):
                       "thing, base": ["61.0", "80.0"], "thing, novel": ["35.0", "50.0"],
                       "other, base": ["15.0", "30.0"]}
     assert variants_report.per_class_block(pd.DataFrame(rows[-1:]), str(tmp_path)) == ""
+
+
+def test_step_time_block_medians_by_hand(tmp_path):
+    rows = [dict(run=f"{m}/split1/seed{i}", method=m, split="split1", seed=i, novel_miou=50.0, base_miou=50.0,
+                 miou=50.0, hm=50.0) for m in ("SimFormer", "SimFormer+CMT", "FullyOracle") for i in (1, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    # per run: the median of its logged periods; per method: the median of its runs
+    logged = {("SimFormer", 1): [1.0, 1.2, 5.0], ("SimFormer", 2): [0.8, 0.9, 1.0],  # run medians 1.2, 0.9
+              ("SimFormer+CMT", 1): [1.5, 1.4, 1.6], ("SimFormer+CMT", 2): [1.2, 1.1, 1.3]}  # 1.5, 1.2
+    curves = [dict(method=m, split="split1", seed=s, iteration=20 * (k + 1), series="time_per_iter", value=v)
+              for (m, s), vs in logged.items() for k, v in enumerate(vs)]
+    curves.append(dict(method="FullyOracle", split="split1", seed=1, iteration=20, series="total_loss", value=3.0))
+    pd.DataFrame(curves).to_csv(tmp_path / "curves.csv", index=False)
+    text = variants_report.step_time_block(pd.read_csv(tmp_path / "results.csv"), str(tmp_path))
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in text.splitlines()
+            if r.startswith("| ") and not r.startswith("| method")}
+    assert rows["SimFormer"] == ["2", "1.05", "0.90-1.20", ""]  # (1.2 + 0.9) / 2
+    assert rows["SimFormer+CMT"] == ["2", "1.35", "1.20-1.50", f"{1.35 / 1.05:.2f}x SimFormer"]
+    assert "FullyOracle" not in rows  # it logged no step time
+    only_one = pd.read_csv(tmp_path / "curves.csv")
+    only_one[only_one["method"] != "SimFormer+CMT"].to_csv(tmp_path / "curves.csv", index=False)
+    assert variants_report.step_time_block(pd.read_csv(tmp_path / "results.csv"), str(tmp_path)) == ""
