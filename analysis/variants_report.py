@@ -8,7 +8,9 @@ its stage-1 model (Welch t-test, two-sided, unpaired, ddof 1; Holm over the vari
 with one baseline, per metric). Writes DIR/tables.md (the full
 ``simformer stats`` tables), DIR/points_<metric>.png (methods on the x axis, every seed a dot, n
 under each bar) and, with --doc, the generated block "variants-tests": one row per variant with
-the differences, p-values and the novel mIoU relative to FullyOracle trained alike (oracle_of). With
+the differences, p-values and the novel mIoU relative to FullyOracle trained alike (oracle_of), and
+each stacked variant against the variant it adds to (parent_of: SimFormer+CMT+CrossRef vs
+SimFormer+CMT). With
 DIR/oracle_gap.csv (analysis/oracle_gap.py) also the block "variants-oracle-gap" (novel mIoU
 achieved vs the best single query mask, docs/proposals.md). With the runs' metrics.json under
 DIR/run_dir (what collect_runs.py copies), also the block "variants-per-class": every class's val
@@ -64,6 +66,15 @@ def oracle_of(method: str, available=()) -> str:
     if suffix and decoder + suffix.group(1) in set(available):
         return decoder + suffix.group(1)
     return decoder
+
+
+def parent_of(method: str, available=()) -> str:
+    """The variant a stacked variant adds its last part to, when that run exists in ``available`` and
+    is not already its baseline ('SimFormer+CMT+CrossRef' -> 'SimFormer+CMT'); else ""."""
+    head, plus, _ = method.rpartition("+")
+    if not plus or head == baseline_of(method) or head not in set(available):
+        return ""
+    return head
 
 
 def method_order(methods) -> list:
@@ -134,7 +145,33 @@ def tests_block(df: pd.DataFrame, tables: dict) -> str:
             f"{_p(nov['p_holm'])} | {all_r['mean']:.1f}{all_std} | {_fmt(all_r['diff'])} | "
             f"{_p(all_r['p_holm'])} | {_fmt(row['hm']['diff'])} | {_p(row['hm']['p_holm'])} | {rel} |")
     return ("\n".join(lines) + f"\n\nmIoU in percent on ToyScenes val (split1), mean ± std over seeds; Δ = variant "
-            f"mean - baseline mean; p: {TEST} ('–' where a side has n < 2).\n")
+            f"mean - baseline mean; p: {TEST} ('–' where a side has n < 2).\n" + stacked_block(df))
+
+
+def stacked_block(df: pd.DataFrame) -> str:
+    """Each stacked variant against the variant it adds its last part to (parent_of): does the part
+    still help on top of the other? Welch, Holm over these comparisons; "" when there is none."""
+    methods = method_order(df["method"])
+    pairs = [(m, parent_of(m, methods)) for m in methods if parent_of(m, methods)]
+    if not pairs:
+        return ""
+    rows = {}
+    for metric, _ in METRICS:
+        found = []
+        for method, parent in pairs:
+            with warnings.catch_warnings():  # a side with one seed: its p is '–'
+                warnings.simplefilter("ignore", StatsWarning)
+                t = compare(df[df["method"].isin([method, parent])], metric=metric, baseline=parent, test="welch")
+            found.append(t[t["method"] == method].iloc[0])
+        adjusted = holm([r["p_value"] for r in found])
+        rows[metric] = [(r, p) for r, p in zip(found, adjusted)]
+    lines = ["| method | vs | n | Δ novel | p novel | Δ all | p all | Δ HM | p HM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, (method, parent) in enumerate(pairs):
+        cells = [f"{_fmt(rows[m][i][0]['diff'])} | {_p(rows[m][i][1])}" for m in ("novel_miou", "miou", "hm")]
+        lines.append(f"| {method} | {parent} | {rows['novel_miou'][i][0]['n']} | " + " | ".join(cells) + " |")
+    return ("\n### Stacked variants against the variant they add to\n\n" + "\n".join(lines)
+            + "\n\nΔ = variant mean - the other's mean; p: Welch t-test, two-sided, unpaired, ddof 1; Holm over "
+            "these comparisons ('–' where a side has n < 2).\n")
 
 
 def per_class_block(df: pd.DataFrame, directory: str) -> str:

@@ -169,3 +169,23 @@ def test_step_time_block_medians_by_hand(tmp_path):
     only_one = pd.read_csv(tmp_path / "curves.csv")
     only_one[only_one["method"] != "SimFormer+CMT"].to_csv(tmp_path / "curves.csv", index=False)
     assert variants_report.step_time_block(pd.read_csv(tmp_path / "results.csv"), str(tmp_path)) == ""
+
+
+def test_stacked_variant_is_compared_with_the_variant_it_adds_to(tmp_path):
+    values = {"SimFormer": [40.0, 43.0, 45.0], "SimFormer+CMT": [66.0, 64.0, 69.0],
+              "SimFormer+CrossRef": [41.0, 44.0], "SimFormer+CMT+CrossRef": [60.0, 63.0, 61.0],
+              "FullyOracle": [50.0, 55.0]}
+    rows = [dict(run=f"{m}/split1/seed{i}", method=m, split="split1", seed=i, novel_miou=v, base_miou=v,
+                 miou=v + 1, hm=v) for m, vs in values.items() for i, v in enumerate(vs, 1)]
+    df = pd.DataFrame(rows)
+    assert variants_report.parent_of("SimFormer+CMT+CrossRef", values) == "SimFormer+CMT"
+    assert variants_report.parent_of("SimFormer+CMT", values) == ""  # its parent is its baseline
+    assert variants_report.parent_of("SimFormer+PointLoss+CMT", values) == ""  # no SimFormer+PointLoss run
+    text = variants_report.stacked_block(df)
+    line = [r for r in text.splitlines() if r.startswith("| SimFormer+CMT+CrossRef ")][0]
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    p = stats.ttest_ind(values["SimFormer+CMT+CrossRef"], values["SimFormer+CMT"], equal_var=False).pvalue
+    assert cells[:3] == ["SimFormer+CMT+CrossRef", "SimFormer+CMT", "3"]
+    assert cells[3] == f"{np.mean(values['SimFormer+CMT+CrossRef']) - np.mean(values['SimFormer+CMT']):.1f}"
+    assert cells[4] == fmt_p(p)  # the only stacked comparison: Holm leaves it as is
+    assert variants_report.stacked_block(df[df["method"] != "SimFormer+CMT"]) == ""
