@@ -45,3 +45,20 @@ def test_repo_configs_load():
     assert len(files) >= 10
     for f in files:
         load_cfg(f)
+
+
+def test_toyscenes_stacked_variant_combines_the_two_variant_configs_unchanged():
+    """simformer_cmt_crossref.yaml = the CMT decoder of simformer_cmt.yaml + the cross-reference
+    module of simformer_crossref.yaml, every key of each (its first definition switched the module
+    on over simformer_cmt.yaml and left the co-occurrence head at the default 256 channels)."""
+    import os
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "toyscenes")
+    both, cmt, xref = (load_cfg(os.path.join(root, f"{n}.yaml"))
+                       for n in ("simformer_cmt_crossref", "simformer_cmt", "simformer_crossref"))
+    assert both.WEAKSHOT.CROSS_REFERENCE == xref.WEAKSHOT.CROSS_REFERENCE
+    assert both.WEAKSHOT.CROSS_REFERENCE.HEAD_CHANNELS == 128
+    assert both.MODEL.MASK_FORMER == cmt.MODEL.MASK_FORMER
+    both.defrost()
+    both.WEAKSHOT.CROSS_REFERENCE = cmt.WEAKSHOT.CROSS_REFERENCE  # everything else is simformer_cmt.yaml's
+    assert both == cmt
