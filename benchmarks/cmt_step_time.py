@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
@@ -58,8 +59,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def prepare(args, default_size: int = 0) -> SimpleNamespace:
+    """What this script and dispatch_count.py share: the variants to build ("maskformer", "cmt" and
+    ``--variants``), the device, batch and size, each variant's config, the class split and one
+    synthetic batch (image/reference pairs when the config pairs). ``default_size`` 0 = the
+    config's crop size."""
     extra = [v for v in args.variants.split(",") if v]
     unknown = [v for v in extra if v not in VARIANTS or v in ("maskformer", "cmt")]
     if unknown:
@@ -68,9 +72,7 @@ def main(argv=None) -> int:
     device = C.setup_torch(args)
     probe = C.load_bench_cfg(args.config)
     batch = C.pick(args.batch, int(probe.SOLVER.IMS_PER_BATCH), 2, args.quick)
-    size = C.pick(args.size, int(probe.INPUT.CROP.SIZE[0]), 64, args.quick)
-    warmup = C.pick(args.warmup, 2, 0, args.quick)
-    repeats = C.pick(args.repeats, 8, 1, args.quick)
+    size = C.pick(args.size, default_size or int(probe.INPUT.CROP.SIZE[0]), 64, args.quick)
     pairs = probe.WEAKSHOT.PAIR_MODE != "none"
     if batch < 1 or (pairs and batch % 2):
         raise SystemExit(f"--batch must be positive (and even when the config pairs images), got {batch}")
@@ -80,9 +82,18 @@ def main(argv=None) -> int:
         common += ["MODEL.MASK_FORMER.DEC_LAYERS", "2", _CMT + "CONTRAST_SAMPLES", "64"]
     cfgs = OrderedDict((n, C.load_bench_cfg(args.config, [*common, *VARIANTS[n]])) for n in names)
     split = C.bench_split(cfgs["maskformer"])
-    models = OrderedDict((n, C.build_train_model(cfg, split, device)) for n, cfg in cfgs.items())
     data = C.batch_to(C.synthetic_batch(split, batch, size, size, seed=args.seed, pairs=pairs,
                                         novel_masks=bool(probe.WEAKSHOT.NOVEL_MASKS)), device)
+    return SimpleNamespace(names=names, device=device, batch=batch, size=size, cfgs=cfgs, split=split, data=data)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup = prepare(args)
+    names, device, batch, size, cfgs, data = setup.names, setup.device, setup.batch, setup.size, setup.cfgs, setup.data
+    warmup = C.pick(args.warmup, 2, 0, args.quick)
+    repeats = C.pick(args.repeats, 8, 1, args.quick)
+    models = OrderedDict((n, C.build_train_model(cfg, setup.split, device)) for n, cfg in cfgs.items())
     mem = C.PeakMemory(device)
     cmt = cfgs["cmt"].MODEL.MASK_FORMER.CMT
     print(f"cmt_step_time: {args.config}, batch {batch}, {size}x{size}, warmup {warmup}, repeats {repeats}, "

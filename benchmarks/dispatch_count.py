@@ -27,7 +27,7 @@ from collections import Counter, OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
-from cmt_step_time import DEFAULT_CONFIG, VARIANTS, _CMT  # noqa: E402
+from cmt_step_time import DEFAULT_CONFIG, VARIANTS, prepare  # noqa: E402
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -74,7 +74,7 @@ def parse_args(argv=None):
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--batch", type=int, default=None, help="images per step (default: SOLVER.IMS_PER_BATCH)")
-    p.add_argument("--size", type=int, default=64, help="square input size (the counts do not depend on it)")
+    p.add_argument("--size", type=int, default=None, help="square input size (default 64: the counts do not depend on it)")
     p.add_argument("--variants", default="", help=f"extra comma-separated variants: {', '.join(list(VARIANTS)[2:])}")
     p.add_argument("--opts", nargs="*", default=[], help="extra config overrides KEY VALUE ... (all variants)")
     p.add_argument("--top", type=int, default=8, help="operators listed per variant: the largest increases over maskformer")
@@ -83,34 +83,16 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    extra = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in extra if v not in VARIANTS or v in ("maskformer", "cmt")]
-    if unknown:
-        raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(list(VARIANTS)[2:])}")
-    names = ["maskformer", "cmt", *extra]
-    device = C.setup_torch(args)
-    probe = C.load_bench_cfg(args.config)
-    batch = C.pick(args.batch, int(probe.SOLVER.IMS_PER_BATCH), 2, args.quick)
-    pairs = probe.WEAKSHOT.PAIR_MODE != "none"
-    if batch < 1 or (pairs and batch % 2):
-        raise SystemExit(f"--batch must be positive (and even when the config pairs images), got {batch}")
-    size = args.size
-    common = ["SOLVER.IMS_PER_BATCH", str(batch), "INPUT.CROP.SIZE", f"[{size}, {size}]",
-              "INPUT.SIZE_DIVISIBILITY", str(size), *args.opts]
-    if args.quick:
-        common += ["MODEL.MASK_FORMER.DEC_LAYERS", "2", _CMT + "CONTRAST_SAMPLES", "64"]
-    cfgs = OrderedDict((n, C.load_bench_cfg(args.config, [*common, *VARIANTS[n]])) for n in names)
-    split = C.bench_split(cfgs["maskformer"])
-    data = C.batch_to(C.synthetic_batch(split, batch, size, size, seed=args.seed, pairs=pairs,
-                                        novel_masks=bool(probe.WEAKSHOT.NOVEL_MASKS)), device)
+    setup = prepare(args, default_size=64)
+    names, batch, size, cfgs = setup.names, setup.batch, setup.size, setup.cfgs
     print(f"dispatch_count: {args.config}{' ' + ' '.join(args.opts) if args.opts else ''}, batch {batch}, "
           f"{size}x{size}; ATen operators per training step "
           f"(second step; the first one warms up)")
     counts = OrderedDict()
     for n, cfg in cfgs.items():
-        model, opt, sched = C.build_train_model(cfg, split, device)
-        C.train_step(cfg, model, opt, sched, data)  # lazy state (optimizer moments) out of the count
-        counts[n] = count_step(cfg, model, opt, sched, data)
+        model, opt, sched = C.build_train_model(cfg, setup.split, setup.device)
+        C.train_step(cfg, model, opt, sched, setup.data)  # lazy state (optimizer moments) out of the count
+        counts[n] = count_step(cfg, model, opt, sched, setup.data)
     base = counts["maskformer"]["forward"] + counts["maskformer"]["backward"]
     result = OrderedDict()
     for n in names:
