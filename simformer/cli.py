@@ -13,6 +13,7 @@ import os
 import sys
 
 from simformer.commands import EXIT_CODES, UsageError, add_common_options
+from simformer.utils.cpu_isa import pin_cpu_isa
 from simformer.utils.threads import configure_threads
 
 # verb -> module under simformer.commands
@@ -117,6 +118,7 @@ def main(argv=None) -> int:
     _apply_output_options(args)
     try:
         configure_threads(getattr(args, "threads", None))  # before torch starts: threads, passive OpenMP wait
+        pin_cpu_isa(getattr(args, "cpu_isa", None))  # before torch starts: its kernels' instruction set
         if getattr(args, "num_gpus", 1) != 1:
             if args.num_gpus < 1:
                 raise UsageError(f"--num-gpus must be >= 1 (got {args.num_gpus})")

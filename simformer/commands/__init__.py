@@ -16,7 +16,7 @@ class UsageError(ValueError):
 
 
 def add_common_options(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
-    """-q/--quiet, -v/--verbose, --no-progress, --threads: accepted by every verb (and every sub-kind)."""
+    """-q/--quiet, -v/--verbose, --no-progress, --threads, --cpu-isa: accepted by every verb (and every sub-kind)."""
     d = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("output")
     group.add_argument("-q", "--quiet", action="store_true", default=d or False,
@@ -28,6 +28,10 @@ def add_common_options(parser: argparse.ArgumentParser, suppress: bool = False) 
     group.add_argument("--threads", type=int, metavar="N", default=d,
                        help="CPU threads for torch/OpenMP (default: the cores this process may use minus "
                             "those busy now; same as SIMFORMER_THREADS=N; simformer/utils/threads.py)")
+    group.add_argument("--cpu-isa", choices=["avx2", "avx512", "native"], default=d,
+                       help="vector instruction set of the CPU kernels (ATen, MKL, oneDNN), for results that "
+                            "repeat bit for bit on another CPU (default: the CPU's own; same as "
+                            "SIMFORMER_CPU_ISA; simformer/utils/cpu_isa.py)")
 
 
 def add_config_argument(parser: argparse.ArgumentParser, required: bool = True, help: str = "YAML config file") -> None:

@@ -17,11 +17,11 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .mask_terms import matched_with_masks
+from .mask_terms import matched_has_mask
 from .pair_losses import small_targets
 
 __all__ = ["mask_extremes_and_centres", "mask_geometry", "with_mask_geometry", "approximation_loss",
-           "mask_approximation_loss", "sample_balanced_pixels",
+           "mask_approximation_loss", "loss_approx_layers", "sample_balanced_pixels",
            "pixel_contrastive_loss", "loss_approx", "loss_contrast"]
 
 _MASKED = -1e9  # a logit whose exp is exactly 0, without the NaN gradients of -inf rows
@@ -118,13 +118,35 @@ def loss_approx(outputs: dict, targets: Sequence[dict], indices, num_masks: floa
     if "pred_refs" not in outputs:
         raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
                        "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
-    refs = outputs["pred_refs"]
+    return loss_approx_layers([outputs["pred_refs"]], targets, [indices], num_masks)[0]
+
+
+def loss_approx_layers(refs: Sequence[torch.Tensor], targets: Sequence[dict], indices_per_layer: Sequence,
+                       num_masks: float) -> List[torch.Tensor]:
+    """``loss_approx`` of L decoder layers at once: refs[l] [B,Q,P,2] with that layer's matches
+    indices_per_layer[l] -> L scalars, each bit for bit the single-layer value.
+
+    One selection over the stacked layers and one ``approximation_loss`` replace L of each (the
+    per-match terms are row-wise, so batching them changes no value; each layer's terms are then
+    summed on their own, in the same order as alone): at batch 8 and 6 layers this removes several
+    hundred small operators per training step (docs/benchmarks.md, section 7)."""
     if not all("mask_geometry" in tg for tg in targets):
         targets = with_mask_geometry(targets)
-    src, geometry = matched_with_masks(refs, targets, indices, key="mask_geometry")  # [M, P, 2], [M, 7]
-    if geometry.shape[0] == 0:
-        return refs.sum() * 0.0
-    return approximation_loss(src, geometry).sum() / num_masks
+    per_layer = [matched_has_mask(targets, indices) for indices in indices_per_layer]
+    keep = [k for _, _, _, k in per_layer]
+    sizes = [int(k.sum()) for k in keep]
+    stacked = torch.stack(list(refs))  # [L,B,Q,P,2]
+    if sum(sizes) == 0:
+        return list((stacked.sum((1, 2, 3, 4)) * 0.0).unbind())
+    layer = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(sizes)])
+    b = torch.cat([bi[k] for bi, _, _, k in per_layer])
+    q = torch.cat([qi[k] for _, qi, _, k in per_layer])
+    t = torch.cat([ti[k] for _, _, ti, k in per_layer])
+    geometry = torch.cat([tg["mask_geometry"] for tg in targets])
+    dev = stacked.device
+    src = stacked[layer.to(dev), b.to(dev), q.to(dev)].float()  # [M,P,2], layer by layer in match order
+    terms = approximation_loss(src, geometry[t.to(geometry.device)].to(dev)).split(sizes)
+    return [terms_l.sum() / num_masks if n else refs[i].sum() * 0.0 for i, (terms_l, n) in enumerate(zip(terms, sizes))]
 
 
 def loss_contrast(outputs: dict, targets: Sequence[dict], *, num_samples: int, temperature: float,

@@ -244,12 +244,34 @@ class WeakShotCriterion(nn.Module):
             names += ["sim"] + (["distill"] if self.distill else [])
         return names + (["cooccurrence"] if self.cooccurrence else [])
 
-    def _layer_losses(self, outputs, targets, num_masks: float, comp: bool) -> Dict[str, torch.Tensor]:
+    def _layer_losses(self, outputs, targets, num_masks: float, comp: bool, deferred: Optional[list] = None,
+                      suffix: str = "") -> Dict[str, torch.Tensor]:
+        """The per-layer terms of one decoder layer's ``outputs``. With ``deferred`` (a list), the
+        approximation loss is left for ``_deferred_approx``: its key gets a placeholder (so that
+        the terms keep their order, and the summed loss its bits) and ``(key, refs, indices)`` is
+        appended."""
         indices = self.matcher(outputs, targets)
         losses = {}
         for name in self.layer_loss_names(comp):
-            losses.update(self.get_loss(name, outputs, targets, indices, num_masks))
+            if name == "approx" and deferred is not None:
+                losses["loss_approx"] = None
+                deferred.append(("loss_approx" + suffix, outputs.get("pred_refs"), indices))
+            else:
+                losses.update(self.get_loss(name, outputs, targets, indices, num_masks))
         return losses
+
+    @staticmethod
+    def _deferred_approx(losses: dict, deferred: list, targets, num_masks: float) -> None:
+        """Every layer's approximation loss in one batched computation (cmt_losses.loss_approx_layers)."""
+        if not deferred:
+            return
+        if any(refs is None for _, refs, _ in deferred):
+            raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
+                           "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
+        values = cmt_losses.loss_approx_layers([r for _, r, _ in deferred], targets, [i for _, _, i in deferred],
+                                               num_masks)
+        for (key, _, _), value in zip(deferred, values):
+            losses[key] = value
 
     # ------------------------------------------------------------------ pair terms (pair_losses.py)
     def loss_sim(self, outputs, targets, pairs: Optional[torch.Tensor]) -> torch.Tensor:
@@ -307,14 +329,16 @@ class WeakShotCriterion(nn.Module):
         if self.approx:
             targets = cmt_losses.with_mask_geometry(targets)
         final = {k: outputs[k] for k in ("pred_logits", "pred_masks", "pred_refs") if k in outputs}
-        losses = self._layer_losses(final, targets, num_masks, self.complementary)
+        deferred = [] if self.approx else None
+        losses = self._layer_losses(final, targets, num_masks, self.complementary, deferred)
         for name in self.pair_loss_names():
             losses.update(self.get_loss(name, outputs, targets, pairs=pairs))
         if self.deep_supervision:
             comp = self.complementary and self.comp_deep_supervision
             for i, aux in enumerate(outputs.get("aux_outputs") or []):
-                layer = self._layer_losses(aux, targets, num_masks, comp)
+                layer = self._layer_losses(aux, targets, num_masks, comp, deferred, suffix=f"_{i}")
                 losses.update({f"{k}_{i}": v for k, v in layer.items()})
+        self._deferred_approx(losses, deferred, targets, num_masks)
         return losses
 
 

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from simformer.retrain import REFINE_METHODS, STAGE1
+from simformer.utils.cpu_isa import ISA_SETTINGS
 from simformer.utils.env import checkout_root
 
 
-SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid")
+SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid", "cpu_isa")
 METHOD_KEYS = ("config", "opts", "stage", "retrain_config", "stage1_from", "refine")
 GRID_KEYS = ("key", "values", "methods")
+CPU_ISAS = (*ISA_SETTINGS, "native")
 STAGES = ("train", "pipeline")
 METRIC_COLUMNS = ("novel_miou", "base_miou", "miou", "hm", "fwiou", "macc", "pacc")
 RESULT_COLUMNS = ("run", "method", "split", "seed") + METRIC_COLUMNS
@@ -58,6 +60,9 @@ class Run:
     fingerprint: Dict[str, Any] = field(default_factory=dict)
     stage1_from: Optional[str] = None  # pipeline: run folder of the same seed/split of another method
     refine: Optional[str] = None  # pipeline: `--refine` of the pseudo labels (docs/gfsam.md)
+    # `--cpu-isa` of the run's process (the sweep's ``cpu_isa``): how it runs, not what it is, so
+    # not in the fingerprint; run_info.json records the kernels that ran
+    cpu_isa: Optional[str] = None
 
     def args(self, resume: bool = False) -> List[str]:
         """Arguments after ``simformer``: ``STAGE --config C --output D [--resume] [...] KEY VALUE...``."""
@@ -70,6 +75,8 @@ class Run:
             out += ["--stage1-from", self.stage1_from]
         if self.refine:
             out += ["--refine", self.refine]
+        if self.cpu_isa:
+            out += ["--cpu-isa", self.cpu_isa]
         return out + list(self.opts)
 
 
@@ -480,5 +487,12 @@ def load_sweep(path: str, *, output: Optional[str] = None) -> Sweep:
     dirs: Dict[str, str] = {}
     runs = [run for m in methods for run in _expand_method(m, path=path, out_dir=out_dir, opts=opts, splits=splits,
                                                            seeds=seeds, axes=axes, checked_cfg=checked_cfg, dirs=dirs)]
+    cpu_isa = data.get("cpu_isa")
+    if cpu_isa is not None:
+        if cpu_isa not in CPU_ISAS:
+            raise SweepError(f"{path}: cpu_isa must be one of {', '.join(CPU_ISAS)} (the runs' --cpu-isa), "
+                             f"got {cpu_isa!r}")
+        for run in runs:
+            run.cpu_isa = cpu_isa
     return Sweep(name=name, path=os.path.abspath(path), output=out_dir, runs=runs,
                  grid_columns=[a.column for a in axes])

@@ -67,12 +67,15 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
 def run_info() -> dict:
     """Provenance of a run. ``torch_threads`` and ``cpu_capability`` matter: CPU results are
     bit-identical for the same thread count on the same kernel path, and differ (reduction order)
-    for another thread count or another vector instruction set (AVX2 vs AVX512)."""
+    for another thread count or another vector instruction set (AVX2 vs AVX512), unless it is
+    pinned (``cpu_isa``, utils/cpu_isa.py; raises RuntimeError if the CPU lacks the pinned one)."""
     import torch
+
+    from .cpu_isa import check_cpu_isa
 
     return {"git_commit": git_commit(), "versions": package_versions(), "argv": sys.argv,
             "torch_threads": torch.get_num_threads(), "cpu": cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_isa": check_cpu_isa()}
 
 
 def seed_all(seed: int) -> None:

@@ -200,3 +200,21 @@ def test_ddp_check():
     r = C.parse_result(proc.stdout)
     assert r["ranks"] == 2 and r["backend"] == "gloo"
     assert r["identical"] == 1 and r["max_param_diff"] == 0 and r["param_change"] > 0 and r["ranks_differ"] == 1
+
+
+def test_cpu_isa_probe_references_and_committed_rows():
+    """Every probe case's committed reference loss resolves on a clean clone, and the committed
+    probe rows agree with those references and with their own ``equal`` column."""
+    import csv
+
+    probe = _load("cpu_isa_probe")
+    refs = {(case, machine): probe.committed_loss(curves, run)
+            for case, (_, machines) in probe.CASES.items() for machine, curves, run in machines}
+    with open(os.path.join(REPO, "docs", "results", "cpu_isa", "probe.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {r["setting"] for r in rows} <= set(probe.SETTINGS)
+    for r in rows:
+        assert float(r["machine_loss"]) == refs[(r["case"], r["machine"])]
+        assert (r["equal"] == "True") == (float(r["total_loss"]) == float(r["machine_loss"]))
+        if r["setting"] == "avx2" and "AVX2" in r["machine"]:
+            assert r["equal"] == "True" and r["cpu_capability"] == "AVX2"  # the pin repeats the AVX2 machine

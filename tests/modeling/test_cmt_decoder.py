@@ -279,6 +279,37 @@ def test_approx_loss_in_the_criterion_uses_matched_masked_queries():
         cmt_losses.loss_approx({}, [target], indices, num_masks=2.0)
 
 
+def test_batched_approx_over_layers_is_bit_for_bit_the_per_layer_loss():
+    """loss_approx_layers (one selection, one loss over the stacked layers) equals L separate
+    loss_approx calls exactly, values and gradients, including a layer with no mask match."""
+    g = torch.Generator().manual_seed(3)
+    targets = []
+    for n in (3, 2):
+        masks = (torch.rand(n, 24, 20, generator=g) > 0.6).float()
+        targets.append({"labels": torch.arange(n), "has_mask": torch.tensor([True] * (n - 1) + [False]),
+                        "masks": masks})
+    targets[1]["masks"][0] = 0  # an empty mask: a match with no term
+    refs = [torch.rand(2, 5, 8, 2, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3)]
+    indices = [[(torch.tensor([4, 0, 2]), torch.tensor([1, 0, 2])), (torch.tensor([1, 3]), torch.tensor([1, 0]))],
+               [(torch.tensor([2]), torch.tensor([2])), (torch.tensor([0]), torch.tensor([1]))],  # no mask match
+               [(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])), (torch.tensor([4, 2]), torch.tensor([0, 1]))]]
+    got = cmt_losses.loss_approx_layers(refs, targets, indices, num_masks=3.0)
+    grads = torch.autograd.grad(sum(w * v for w, v in zip((1.0, 2.0, 0.5), got)), refs)
+    one = [cmt_losses.loss_approx({"pred_refs": r}, targets, i, num_masks=3.0) for r, i in zip(refs, indices)]
+    want = torch.autograd.grad(sum(w * v for w, v in zip((1.0, 2.0, 0.5), one)), refs)
+    assert all(torch.equal(a.detach(), b.detach()) for a, b in zip(got, one))
+    assert float(got[1].detach()) == 0.0 and float(got[0].detach()) > 0
+    assert all(torch.equal(a, b) for a, b in zip(grads, want))
+    # against a loop over the matches, from the masks themselves
+    for layer, (r, idx) in enumerate(zip(refs, indices)):
+        total = 0.0
+        for b, (qs, ts) in enumerate(idx):
+            for q, t in zip(qs.tolist(), ts.tolist()):
+                if targets[b]["has_mask"][t]:
+                    total += float(cmt_losses.mask_approximation_loss(r[b, q][None], targets[b]["masks"][t][None])[0])
+        assert abs(float(got[layer].detach()) - total / 3.0) < 1e-6
+
+
 # ----------------------------------------------------------------------------- contrastive loss
 def test_contrastive_loss_equals_explicit_loop():
     g = torch.Generator().manual_seed(0)
@@ -337,6 +368,10 @@ def test_contrast_and_approx_terms_enter_the_criterion_by_name():
     assert {"loss_approx", "loss_approx_0", "loss_contrast"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_contrast"] > 0 and losses["loss_approx"] > 0
+    for key, layer_out in (("loss_approx", out), ("loss_approx_0", out["aux_outputs"][0])):  # batched = alone
+        alone = cmt_losses.loss_approx(layer_out, [tg], matcher(layer_out, [tg]), num_masks=2.0)
+        assert torch.equal(losses[key], alone)
+    assert list(losses)[:4] == ["loss_ce", "loss_mask", "loss_dice", "loss_approx"]  # the term keeps its place
     plain = WeakShotCriterion(num_classes=3, matcher=matcher, novel_class_ids=torch.tensor([], dtype=torch.long),
                               complementary=False, distill=False, num_aux_layers=1)
     assert not {"loss_approx", "loss_contrast"} & set(plain(out, [tg]))

@@ -229,6 +229,7 @@ def test_select_only(env):
     ("base_config: base.yaml\nsplits: [" + os.path.join(REPO, "splits", "ade20k", "split1.json") + "]\n",
      ["is for dataset 'ade20k'", "toyscenes"]),
     ("base_config: base.yaml\nopts: {OUTPUT_DIR: x}\n", ["OUTPUT_DIR"]),
+    ("base_config: base.yaml\ncpu_isa: sse4\n", ["cpu_isa must be one of avx2, avx512, native", "'sse4'"]),
 ])
 def test_validation_errors_name_file_and_entry(env, text, needles):
     path = env.write(text, name="bad_sweep.yaml")
@@ -360,6 +361,17 @@ def test_devices_are_split_between_concurrent_runs(env, monkeypatch):
     assert {got[0]["cuda"], got[1]["cuda"]} == {"4,5", "6,7"}
     with pytest.raises(S.SweepError, match="groups of --gpus-per-node 2"):
         S.run_local(runs, runner=env.runner, gpus=2, devices=["0", "1", "2"], log=quiet)
+
+
+def test_cpu_isa_reaches_every_command_and_does_not_change_a_finished_run(env):
+    path = env.write(SMALL)
+    finished = S.load_sweep(path).runs[0]
+    S.run_local([finished], runner=env.runner, log=quiet)
+    pinned = S.load_sweep(env.write(SMALL + "cpu_isa: avx2\n"))
+    assert all(r.args()[5:7] == ["--cpu-isa", "avx2"] for r in pinned.runs)
+    assert pinned.runs[0].args()[:5] == finished.args()[:5] and pinned.runs[0].args()[7:] == finished.args()[5:]
+    assert pinned.runs[0].fingerprint == finished.fingerprint  # how it runs, not what it is
+    assert S.run_state(pinned.runs[0]) == "done" and S.run_state(pinned.runs[1]) == "new"
 
 
 def test_changed_spec_is_refused(env):

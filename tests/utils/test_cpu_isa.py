@@ -1,0 +1,76 @@
+"""--cpu-isa: the choice, the variables it sets, the checks, and a fresh process that runs it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from simformer.utils import cpu_isa
+from simformer.utils.cpu_isa import ISA_ENV, check_cpu_isa, pin_cpu_isa, requested_cpu_isa
+
+PINNED_VARS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA", ISA_ENV)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for k in PINNED_VARS:
+        monkeypatch.setenv(k, "")  # recorded, so that what pin_cpu_isa sets is undone after the test
+        monkeypatch.delenv(k)
+    return monkeypatch
+
+
+def test_choice_order_and_native(clean_env):
+    assert requested_cpu_isa() is None
+    clean_env.setenv(ISA_ENV, "avx512")
+    assert requested_cpu_isa() == "avx512"
+    assert requested_cpu_isa("avx2") == "avx2"  # the option wins over the environment
+    assert requested_cpu_isa("native") is None
+    clean_env.setenv(ISA_ENV, "sse9")
+    with pytest.raises(ValueError, match=r"SIMFORMER_CPU_ISA.*'sse9'.*avx2, avx512, native"):
+        requested_cpu_isa()
+
+
+def test_pin_sets_all_three_libraries(clean_env):
+    clean_env.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert pin_cpu_isa("avx2") == "avx2"
+    assert [os.environ[k] for k in PINNED_VARS] == ["avx2", "AVX2", "AVX2", "avx2"]
+    assert pin_cpu_isa(None) == "avx2"  # a child process: the environment carries the choice
+    clean_env.delenv(ISA_ENV)
+    assert pin_cpu_isa(None) is None
+
+
+def test_pin_after_torch_started_with_another_set_is_an_error(clean_env):
+    clean_env.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    with pytest.raises(RuntimeError, match=r"--cpu-isa avx2: torch was imported .* runs AVX512"):
+        pin_cpu_isa("avx2")
+    assert ISA_ENV not in os.environ  # nothing half-set
+
+
+def test_check_names_what_the_cpu_lacks(clean_env):
+    assert check_cpu_isa() is None
+    clean_env.setenv(ISA_ENV, "avx512")
+    clean_env.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    with pytest.raises(RuntimeError, match=r"SIMFORMER_CPU_ISA=avx512: this CPU runs AVX2 kernels"):
+        check_cpu_isa()
+    clean_env.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert check_cpu_isa() == "avx512"
+
+
+def test_fresh_process_runs_the_pinned_set_and_records_it(clean_env):
+    """A new Python that pins before importing torch runs AVX2 kernels (on an AVX512 CPU this is
+    the pin at work; on an AVX2 one it is the CPU's own set) and run_info records the pin."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("a CPU without AVX2")
+    code = ("from simformer.utils.cpu_isa import pin_cpu_isa; pin_cpu_isa('avx2'); import json, torch; "
+            "from simformer.utils.env import run_info; i = run_info(); "
+            "print(json.dumps([torch.backends.cpu.get_cpu_capability(), i['cpu_capability'], i['cpu_isa']]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["AVX2", "AVX2", "avx2"]
+
+
+def test_settings_name_the_capability_torch_reports():
+    # the expected names are torch's own spelling of its capabilities
+    assert {expected for _, expected in cpu_isa.ISA_SETTINGS.values()} == {"AVX2", "AVX512"}
