@@ -45,6 +45,10 @@ CASES = {
         [("v669 (2026-12-01, not recorded)", "docs/results/toyscenes_main/curves.csv", "FullyOracle/split1/seed1"),
          ("v1272 (AVX2)", "docs/results/toyscenes_machine_probe/curves.csv", "FullyOracle/split1/seed1")],
     ),
+    "fully_oracle_1800": (
+        ["--config", "configs/toyscenes/fully_oracle.yaml", "SOLVER.MAX_ITER", "1800", *SPLIT[:3], "3"],
+        [("v782 (2026-12-01, not recorded)", "docs/results/toyscenes_main/curves.csv", "FullyOracle@1800/split1/seed3")],
+    ),
     # the CMT decoder with every term on: also checks that later code changes kept its numerics
     "simformer_cmt": (
         ["--config", "configs/toyscenes/simformer_cmt.yaml", *SPLIT],

@@ -118,7 +118,9 @@ def main(argv=None) -> int:
     _apply_output_options(args)
     try:
         configure_threads(getattr(args, "threads", None))  # before torch starts: threads, passive OpenMP wait
-        pin_cpu_isa(getattr(args, "cpu_isa", None))  # before torch starts: its kernels' instruction set
+        # before torch starts: its kernels' instruction set (--cpu-isa, else the verb's default if it has one)
+        isa = getattr(args, "cpu_isa", None)
+        pin_cpu_isa(isa if isa is not None or not hasattr(args, "default_cpu_isa") else args.default_cpu_isa())
         if getattr(args, "num_gpus", 1) != 1:
             if args.num_gpus < 1:
                 raise UsageError(f"--num-gpus must be >= 1 (got {args.num_gpus})")

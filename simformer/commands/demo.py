@@ -24,6 +24,18 @@ def add_arguments(parser):
     parser.add_argument("--baseline", action="store_true",
                         help="also train the proposal-only ablation at the same budget and compare")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+    parser.set_defaults(default_cpu_isa=demo_cpu_isa)  # applied by cli.main when --cpu-isa is not given
+
+
+def demo_cpu_isa():
+    """The demo's default ``--cpu-isa``: AVX2 kernels where the CPU has them and nothing else was
+    asked for (``$SIMFORMER_CPU_ISA``), so that the README's figure, measured with AVX2 kernels,
+    repeats on newer CPUs too (README, "What a run depends on")."""
+    import os
+
+    from simformer.utils.cpu_isa import ISA_ENV, cpu_has
+
+    return "avx2" if ISA_ENV not in os.environ and cpu_has("avx2") else None
 
 
 def default_config(name: str = "demo.yaml") -> str:

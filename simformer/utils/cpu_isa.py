@@ -29,6 +29,20 @@ ISA_SETTINGS = {
 }
 
 
+def cpu_has(flag: str, cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU lists ``flag`` (e.g. ``avx2``) in /proc/cpuinfo, read without starting torch
+    (False where there is no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return flag in value.split()
+    except OSError:
+        pass
+    return False
+
+
 def requested_cpu_isa(isa: Optional[str] = None) -> Optional[str]:
     """The choice: ``isa`` (``--cpu-isa``), else ``$SIMFORMER_CPU_ISA``, else None (the CPU's own)."""
     value = isa if isa is not None else os.environ.get(ISA_ENV) or None

@@ -74,3 +74,31 @@ def test_fresh_process_runs_the_pinned_set_and_records_it(clean_env):
 def test_settings_name_the_capability_torch_reports():
     # the expected names are torch's own spelling of its capabilities
     assert {expected for _, expected in cpu_isa.ISA_SETTINGS.values()} == {"AVX2", "AVX512"}
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    assert cpu_isa.cpu_has("avx2", str(info)) and not cpu_isa.cpu_has("avx512f", str(info))
+    assert not cpu_isa.cpu_has("avx2", str(tmp_path / "missing"))
+
+
+def test_demo_pins_avx2_unless_told_otherwise(clean_env):
+    """The quick start's figure was measured with AVX2 kernels: `simformer demo` pins them by
+    default where the CPU has AVX2; --cpu-isa or $SIMFORMER_CPU_ISA win; other verbs pin nothing."""
+    import simformer.cli as cli
+    from simformer.commands import demo
+
+    seen = []
+    clean_env.setattr(cli, "pin_cpu_isa", seen.append)
+    clean_env.setattr(cli, "configure_threads", lambda *a, **k: 1)
+    clean_env.setattr(demo, "run", lambda args: 0)
+    clean_env.setattr(cpu_isa, "cpu_has", lambda flag, cpuinfo="": flag == "avx2")
+    assert cli.main(["demo"]) == 0 and seen == ["avx2"]
+    assert cli.main(["demo", "--cpu-isa", "native"]) == 0 and seen[-1] == "native"
+    clean_env.setattr(cpu_isa, "cpu_has", lambda flag, cpuinfo="": False)
+    assert cli.main(["demo"]) == 0 and seen[-1] is None  # a CPU without AVX2: its own kernels
+    clean_env.setattr(cpu_isa, "cpu_has", lambda flag, cpuinfo="": True)
+    clean_env.setenv(ISA_ENV, "avx512")
+    assert cli.main(["demo"]) == 0 and seen[-1] is None  # pin_cpu_isa then reads the environment's choice
+    assert not hasattr(cli.build_parser().parse_args(["train", "--config", "x.yaml"]), "default_cpu_isa")
