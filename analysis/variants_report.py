@@ -33,6 +33,7 @@ import warnings
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine_blocks import NOT_RECORDED, with_machines  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 from retraining_blocks import read_json  # noqa: E402
 from toyscenes_report import oracle_gap_table  # noqa: E402
@@ -211,11 +212,19 @@ def per_class_block(df: pd.DataFrame, directory: str) -> str:
             "is the mean of its classes' means.\n")
 
 
+def short_machine(platform: str) -> str:
+    """The kernel build of a platform string (``...-fc-v1272-x86_64...`` -> ``v1272``), which tells
+    this project's machines apart; the whole string where it has none."""
+    found = re.search(r"-(v\d+)(?:-|$)", platform)
+    return found.group(1) if found else platform
+
+
 def step_time_block(df: pd.DataFrame, directory: str) -> str:
     """Training step time per method from the runs' logs (DIR/curves.csv, series time_per_iter):
     each run's median over its logged periods, then the median over a method's runs, and its
-    ratio to the baseline's (baseline_of). "" when fewer than two methods logged their step time
-    (nothing to compare)."""
+    ratio to the baseline's (baseline_of) over the runs trained on the baseline's machines only
+    (run_info.json's platform; a step time is a property of the machine too). "" when fewer than
+    two methods logged their step time (nothing to compare)."""
     path = os.path.join(directory, "curves.csv")
     if not os.path.isfile(path):
         return ""
@@ -223,21 +232,33 @@ def step_time_block(df: pd.DataFrame, directory: str) -> str:
     steps = curves[curves["series"] == "time_per_iter"].groupby(["method", "split", "seed"])["value"].median()
     if steps.index.get_level_values("method").nunique() < 2:
         return ""
-    per_method = steps.groupby(level="method")
-    median, runs = per_method.median(), per_method.size()
-    lines = ["| method | runs timed | median step (s) | range over runs (s) | / baseline |",
-             "|---|---:|---:|---:|---:|"]
+    placed = with_machines(df, directory)
+    machine = {(r.method, r.split, r.seed): short_machine(str(r.machine)) for r in placed.itertuples()}
+    steps = pd.DataFrame({"step": steps, "machine": [machine.get(k, NOT_RECORDED) for k in steps.index]})
+    lines = ["| method | runs timed | machines (runs) | median step (s) | range over runs (s) | / baseline |",
+             "|---|---:|---|---:|---:|---:|"]
     for m in method_order(df["method"]):
-        if m not in median.index:
+        if m not in steps.index.get_level_values("method"):
             continue
-        base = baseline_of(m)
-        ratio = f"{median[m] / median[base]:.2f}x {base}" if m != base and base in median.index else ""
-        lo, hi = steps.loc[m].min(), steps.loc[m].max()
-        lines.append(f"| {m} | {runs[m]} | {median[m]:.2f} | {lo:.2f}-{hi:.2f} | {ratio} |")
+        own, base = steps.loc[m], baseline_of(m)
+        counts = own["machine"].value_counts().sort_index()
+        ratio = ""
+        if m != base and base in steps.index.get_level_values("method"):
+            base_runs = steps.loc[base]
+            alike = own[own["machine"].isin(set(base_runs["machine"]))]
+            if alike.empty:
+                ratio = "– (other machine)"
+            else:
+                ratio = f"{alike['step'].median() / base_runs['step'].median():.2f}x {base}"
+                if len(alike) < len(own):
+                    ratio += f" ({len(alike)} of {len(own)} runs: same machine)"
+        lines.append(f"| {m} | {len(own)} | {', '.join(f'{k} ({v})' for k, v in counts.items())} | "
+                     f"{own['step'].median():.2f} | {own['step'].min():.2f}-{own['step'].max():.2f} | {ratio} |")
     return ("### Step time in the sweep's own runs\n\n" + "\n".join(lines) + "\n\nseconds per training "
             "iteration as the trainer logs it (each run's median over its logged periods, then the median over "
             "the method's runs); one thread per run and two runs side by side, so a run's figure also depends "
-            "on the run beside it: benchmarks/cmt_step_time.py measures the decoders side by side in one "
+            "on the run beside it; machines by kernel build (run_info.json), a ratio only over runs of the "
+            "baseline's machines. benchmarks/cmt_step_time.py measures the decoders side by side in one "
             "process (docs/benchmarks.md).\n")
 
 

@@ -163,12 +163,43 @@ def test_step_time_block_medians_by_hand(tmp_path):
     text = variants_report.step_time_block(pd.read_csv(tmp_path / "results.csv"), str(tmp_path))
     rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in text.splitlines()
             if r.startswith("| ") and not r.startswith("| method")}
-    assert rows["SimFormer"] == ["2", "1.05", "0.90-1.20", ""]  # (1.2 + 0.9) / 2
-    assert rows["SimFormer+CMT"] == ["2", "1.35", "1.20-1.50", f"{1.35 / 1.05:.2f}x SimFormer"]
+    assert rows["SimFormer"] == ["2", "not recorded (2)", "1.05", "0.90-1.20", ""]  # (1.2 + 0.9) / 2
+    assert rows["SimFormer+CMT"] == ["2", "not recorded (2)", "1.35", "1.20-1.50", f"{1.35 / 1.05:.2f}x SimFormer"]
     assert "FullyOracle" not in rows  # it logged no step time
     only_one = pd.read_csv(tmp_path / "curves.csv")
     only_one[only_one["method"] != "SimFormer+CMT"].to_csv(tmp_path / "curves.csv", index=False)
     assert variants_report.step_time_block(pd.read_csv(tmp_path / "results.csv"), str(tmp_path)) == ""
+
+
+def test_step_time_ratio_only_over_runs_of_the_baselines_machine(tmp_path):
+    """Runs name their machine in run_info.json: a variant's ratio uses its runs on the baseline's
+    machines only, and a variant trained elsewhere gets none."""
+    import json
+
+    machines = {("SimFormer", 1): "A", ("SimFormer", 2): "A", ("SimFormer-res3", 1): "A", ("SimFormer-res3", 2): "B",
+                ("SimFormer-res3", 3): "B", ("SimFormer+CMT", 1): "B"}
+    rows = []
+    for (m, s), host in machines.items():
+        run_dir = os.path.join("runs", m, "split1", f"seed{s}")
+        os.makedirs(tmp_path / run_dir)
+        with open(tmp_path / run_dir / "run_info.json", "w") as f:
+            json.dump({"versions": {"platform": f"Linux-6.18.44-fc-{'v1272' if host == 'A' else 'v1300'}-x86_64"}}, f)
+        rows.append(dict(run=f"{m}/split1/seed{s}", method=m, split="split1", seed=s, novel_miou=50.0,
+                         base_miou=50.0, miou=50.0, hm=50.0, run_dir=run_dir))
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    step = {("SimFormer", 1): 1.0, ("SimFormer", 2): 1.2, ("SimFormer-res3", 1): 0.88, ("SimFormer-res3", 2): 0.7,
+            ("SimFormer-res3", 3): 0.72, ("SimFormer+CMT", 1): 0.5}
+    pd.DataFrame([dict(method=m, split="split1", seed=s, iteration=20, series="time_per_iter", value=v)
+                  for (m, s), v in step.items()]).to_csv(tmp_path / "curves.csv", index=False)
+    text = variants_report.step_time_block(pd.read_csv(tmp_path / "results.csv"), str(tmp_path))
+    got = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in text.splitlines()
+           if r.startswith("| ") and not r.startswith("| method")}
+    assert got["SimFormer"] == ["2", "v1272 (2)", "1.10", "1.00-1.20", ""]
+    # all three runs in the median, only the v1272 one in the ratio: 0.88 / 1.10
+    assert got["SimFormer-res3"] == ["3", "v1272 (1), v1300 (2)", "0.72", "0.70-0.88",
+                                     "0.80x SimFormer (1 of 3 runs: same machine)"]
+    assert got["SimFormer+CMT"][1:] == ["v1300 (1)", "0.50", "0.50-0.50", "– (other machine)"]
+    assert variants_report.short_machine("Darwin-23.1.0-arm64") == "Darwin-23.1.0-arm64"
 
 
 def test_stacked_variant_is_compared_with_the_variant_it_adds_to(tmp_path):
