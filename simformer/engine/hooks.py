@@ -17,6 +17,7 @@ from typing import Dict
 import numpy as np
 
 from simformer.utils import comm
+from simformer.utils.env import preserved_rng
 from simformer.utils.io import atomic_write_text
 
 
@@ -83,7 +84,9 @@ class PeriodicCheckpointer(HookBase):
 
 class EvalHook(HookBase):
     """Evaluate on DATASETS.TEST[0] every ``period`` iterations (TEST.EVAL_PERIOD; 0 = off); the
-    scalars go to ``trainer.storage["eval"]`` for :class:`MetricsWriter`."""
+    scalars go to ``trainer.storage["eval"]`` for :class:`MetricsWriter`. The global generators
+    are restored afterwards (the evaluation loader draws its seed from them), so a run trains the
+    same with or without periodic evaluation."""
 
     def __init__(self, period: int, max_iter: int):
         self.period, self.max_iter = int(period), int(max_iter)
@@ -91,7 +94,8 @@ class EvalHook(HookBase):
     def after_step(self) -> None:
         it = self.trainer.iter
         if _due(it, self.period, self.max_iter) and self.trainer.cfg.DATASETS.TEST:
-            self.trainer.storage["eval"] = self.trainer.evaluate(out_dir=None, verbose=False)
+            with preserved_rng():
+                self.trainer.storage["eval"] = self.trainer.evaluate(out_dir=None, verbose=False)
 
 
 def scalars(results: dict) -> dict:

@@ -1,6 +1,7 @@
 """Run provenance (git commit, package versions) and seeding."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -76,6 +77,25 @@ def run_info() -> dict:
     return {"git_commit": git_commit(), "versions": package_versions(), "argv": sys.argv,
             "torch_threads": torch.get_num_threads(), "cpu": cpu_model(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_isa": check_cpu_isa()}
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Restore python's, numpy's and torch's global generators (CPU and every CUDA device) on exit:
+    work inside the block (a periodic evaluation) then draws nothing from the training's streams,
+    so that the training is the same with it or without it."""
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
 
 
 def seed_all(seed: int) -> None:

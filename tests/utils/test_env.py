@@ -22,3 +22,24 @@ def test_run_info_records_what_changes_cpu_results():
     assert info["torch_threads"] == torch.get_num_threads()
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert info["cpu"] == env.cpu_model()
+
+
+def test_preserved_rng_restores_every_global_generator():
+    import random
+
+    import numpy as np
+
+    env.seed_all(7)
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    env.seed_all(7)
+    with env.preserved_rng():
+        random.random(), np.random.rand(3), torch.rand(5), torch.randperm(9)  # what an evaluation may draw
+    assert (random.random(), float(np.random.rand()), float(torch.rand(()))) == expected
+    env.seed_all(7)
+    try:  # restored on an exception too
+        with env.preserved_rng():
+            torch.rand(4)
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert float(torch.rand(())) == expected[2]
