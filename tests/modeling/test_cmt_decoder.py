@@ -306,7 +306,8 @@ def test_batched_approx_over_layers_is_bit_for_bit_the_per_layer_loss():
         for b, (qs, ts) in enumerate(idx):
             for q, t in zip(qs.tolist(), ts.tolist()):
                 if targets[b]["has_mask"][t]:
-                    total += float(cmt_losses.mask_approximation_loss(r[b, q][None], targets[b]["masks"][t][None])[0])
+                    mask = targets[b]["masks"][t][None]
+                    total += float(cmt_losses.mask_approximation_loss(r[b, q][None].detach(), mask)[0])
         assert abs(float(got[layer].detach()) - total / 3.0) < 1e-6
 
 
