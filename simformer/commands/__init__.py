@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from simformer.utils.cpu_isa import CHOICES as CPU_ISA_CHOICES
+
 EXIT_CODES = """exit status:
   0    success
   1    data or runtime error (missing or broken files, a failed run); one line on stderr
@@ -28,10 +30,10 @@ def add_common_options(parser: argparse.ArgumentParser, suppress: bool = False) 
     group.add_argument("--threads", type=int, metavar="N", default=d,
                        help="CPU threads for torch/OpenMP (default: the cores this process may use minus "
                             "those busy now; same as SIMFORMER_THREADS=N; simformer/utils/threads.py)")
-    group.add_argument("--cpu-isa", choices=["avx2", "avx512", "native"], default=d,
+    group.add_argument("--cpu-isa", choices=CPU_ISA_CHOICES, default=d,
                        help="vector instruction set of the CPU kernels (ATen, MKL, oneDNN), for results that "
-                            "repeat bit for bit on another CPU (default: the CPU's own; same as "
-                            "SIMFORMER_CPU_ISA; simformer/utils/cpu_isa.py)")
+                            "repeat bit for bit on another CPU (default: the CPU's own; `demo`: avx2 where the "
+                            "CPU has it; same as SIMFORMER_CPU_ISA; simformer/utils/cpu_isa.py)")
 
 
 def add_config_argument(parser: argparse.ArgumentParser, required: bool = True, help: str = "YAML config file") -> None:

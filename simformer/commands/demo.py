@@ -11,6 +11,10 @@ DESCRIPTION = """Runs the whole weak-shot pipeline on the embedded ToyScenes dat
   simformer demo --baseline            # also trains the proposal-only (Pr) ablation (about twice as long)
   simformer demo SOLVER.MAX_ITER 100   # a quicker, weaker run
 
+Where the CPU has AVX2 the demo pins AVX2 kernels (--cpu-isa avx2; --cpu-isa native or
+SIMFORMER_CPU_ISA choose otherwise): the README's figure was measured with them, so it repeats
+on newer CPUs too.
+
 Run it again after an interruption (Ctrl-C saves a checkpoint first) and it resumes where it
 stopped; with other settings the earlier run in --output is moved aside to OUTPUT.old-STAMP
 (the log says which)."""

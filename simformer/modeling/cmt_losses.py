@@ -115,10 +115,7 @@ def loss_approx(outputs: dict, targets: Sequence[dict], indices, num_masks: floa
     """Eq. 13 on the matched queries whose targets have a mask, normalised by the number of mask
     targets (the K of Eq. 13, as the focal / dice losses); needs ``outputs["pred_refs"]`` [B,Q,P,2].
     Reads the targets' ``mask_geometry`` (``with_mask_geometry``; computed here when absent)."""
-    if "pred_refs" not in outputs:
-        raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
-                       "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
-    return loss_approx_layers([outputs["pred_refs"]], targets, [indices], num_masks)[0]
+    return loss_approx_layers([outputs.get("pred_refs")], targets, [indices], num_masks)[0]
 
 
 def loss_approx_layers(refs: Sequence[torch.Tensor], targets: Sequence[dict], indices_per_layer: Sequence,
@@ -129,7 +126,11 @@ def loss_approx_layers(refs: Sequence[torch.Tensor], targets: Sequence[dict], in
     One selection over the stacked layers and one ``approximation_loss`` replace L of each (the
     per-match terms are row-wise, so batching them changes no value; each layer's terms are then
     summed on their own, in the same order as alone): at batch 8 and 6 layers this removes several
-    hundred small operators per training step (docs/benchmarks.md, section 7)."""
+    hundred small operators per training step (docs/benchmarks.md, section 7). A layer without
+    reference points (None) is a KeyError naming the config keys."""
+    if any(r is None for r in refs):
+        raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
+                       "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
     if not all("mask_geometry" in tg for tg in targets):
         targets = with_mask_geometry(targets)
     per_layer = [matched_has_mask(targets, indices) for indices in indices_per_layer]

@@ -265,9 +265,6 @@ class WeakShotCriterion(nn.Module):
         """Every layer's approximation loss in one batched computation (cmt_losses.loss_approx_layers)."""
         if not deferred:
             return
-        if any(refs is None for _, refs, _ in deferred):
-            raise KeyError("loss_approx needs 'pred_refs' from the decoder: MODEL.MASK_FORMER.DECODER 'cmt' with "
-                           "MODEL.MASK_FORMER.CMT.LOCATION True (or set CMT.APPROX_WEIGHT 0).")
         values = cmt_losses.loss_approx_layers([r for _, r, _ in deferred], targets, [i for _, _, i in deferred],
                                                num_masks)
         for (key, _, _), value in zip(deferred, values):

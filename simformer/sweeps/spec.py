@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from simformer.retrain import REFINE_METHODS, STAGE1
-from simformer.utils.cpu_isa import ISA_SETTINGS
+from simformer.utils.cpu_isa import CHOICES as CPU_ISAS
 from simformer.utils.env import checkout_root
 
 
 SWEEP_KEYS = ("name", "output", "base_config", "opts", "methods", "splits", "seeds", "grid", "cpu_isa")
 METHOD_KEYS = ("config", "opts", "stage", "retrain_config", "stage1_from", "refine")
 GRID_KEYS = ("key", "values", "methods")
-CPU_ISAS = (*ISA_SETTINGS, "native")
 STAGES = ("train", "pipeline")
 METRIC_COLUMNS = ("novel_miou", "base_miou", "miou", "hm", "fwiou", "macc", "pacc")
 RESULT_COLUMNS = ("run", "method", "split", "seed") + METRIC_COLUMNS

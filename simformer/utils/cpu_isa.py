@@ -27,20 +27,27 @@ ISA_SETTINGS = {
     "avx512": ({"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX512",
                 "DNNL_MAX_CPU_ISA": "AVX512_CORE"}, "AVX512"),
 }
+CHOICES = (*ISA_SETTINGS, "native")  # what --cpu-isa and a sweep's cpu_isa accept
+
+
+def cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
+    """The first ``name : value`` line of /proc/cpuinfo (e.g. ``model name``, ``flags``), stripped;
+    None where the file or the field is missing."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
 
 
 def cpu_has(flag: str, cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU lists ``flag`` (e.g. ``avx2``) in /proc/cpuinfo, read without starting torch
     (False where there is no /proc/cpuinfo)."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return flag in value.split()
-    except OSError:
-        pass
-    return False
+    return flag in (cpuinfo_field("flags", cpuinfo) or "").split()
 
 
 def requested_cpu_isa(isa: Optional[str] = None) -> Optional[str]:
@@ -50,7 +57,7 @@ def requested_cpu_isa(isa: Optional[str] = None) -> Optional[str]:
         return None
     if value not in ISA_SETTINGS:
         raise ValueError(f"--cpu-isa / {ISA_ENV}: unknown instruction set {value!r}; "
-                         f"choose one of {', '.join([*ISA_SETTINGS, 'native'])}")
+                         f"choose one of {', '.join(CHOICES)}")
     return value
 
 

@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from .cpu_isa import check_cpu_isa, cpuinfo_field
+
 
 def checkout_root() -> str:
     """The folder that holds the ``simformer`` package (the checkout: configs/, splits/, ...).
@@ -54,15 +56,7 @@ def package_versions() -> dict:
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     """The CPU's model name as the kernel reports it (None where there is no /proc/cpuinfo)."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    return cpuinfo_field("model name", cpuinfo) or platform.processor() or None
 
 
 def run_info() -> dict:
@@ -71,8 +65,6 @@ def run_info() -> dict:
     for another thread count or another vector instruction set (AVX2 vs AVX512), unless it is
     pinned (``cpu_isa``, utils/cpu_isa.py; raises RuntimeError if the CPU lacks the pinned one)."""
     import torch
-
-    from .cpu_isa import check_cpu_isa
 
     return {"git_commit": git_commit(), "versions": package_versions(), "argv": sys.argv,
             "torch_threads": torch.get_num_threads(), "cpu": cpu_model(),
