@@ -132,7 +132,7 @@ def _convert_ade20k_file(label_path: str, image_path: str, out_path: str) -> str
     return "converted"
 
 
-def _link_or_copy(src: str, dst: str) -> bool:
+def link_or_copy(src: str, dst: str) -> bool:
     """Hard-link ``src`` to ``dst`` (atomic), copying atomically where linking fails. False if dst exists."""
     if os.path.exists(dst):
         return False
@@ -159,7 +159,7 @@ def _convert_coco_file(mat_path: str, image_path: str, out_label: str, out_image
     if not os.path.exists(out_image):
         if not os.path.isfile(image_path):
             raise FileNotFoundError(f"Image file not found: {image_path}")
-        wrote = _link_or_copy(image_path, out_image) or wrote
+        wrote = link_or_copy(image_path, out_image) or wrote
     return "converted" if wrote else "skipped"
 
 
