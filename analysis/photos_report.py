@@ -1,12 +1,15 @@
 """Tables and a figure of the real-photograph check (experiments/photos/camvid.yaml, docs/photos.md):
 
-    python analysis/photos_report.py docs/results/photos_camvid --doc docs/photos.md
+    python analysis/photos_report.py docs/results/photos_camvid --doc docs/photos.md \
+        --reference 'per-pixel Gaussian=docs/results/photos_camvid/pixel_classifier/seed*/metrics.json'
 
 Reads DIR/results.csv, DIR/curves.csv and each run's metrics.json / run_info.json under DIR (what
 analysis/collect_runs.py copies) and writes, as the generated block "camvid" of --doc:
 
 * the summary: per method n and mean ± std (ddof 1) of novel, base, all-class mIoU and HM, the
-  novel mIoU as a share of FullyOracle's and each method's training step and run time;
+  novel mIoU as a share of FullyOracle's and each method's training step and run time; then the
+  ``--reference NAME=GLOB`` rows (metrics.json files that are not runs of the sweep, e.g. the
+  non-deep per-pixel classifier of experiments/toyscenes/pixel_classifier.py);
 * the tests: SimFormer against every other method (Welch t-test, two-sided, unpaired, ddof 1;
   Holm over the methods compared, per metric) on novel and base mIoU;
 * per class: test IoU mean ± std per method, each class marked base or novel by the runs' split.
@@ -26,6 +29,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
+from toyscenes_report import read_references  # noqa: E402
 
 from simformer.stats import StatsWarning, compare, format_p, holm
 from simformer.sweeps.plots import plot_bars, save_figure
@@ -49,11 +53,12 @@ def run_times(curves: pd.DataFrame, max_iter: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "step", "minutes"]).groupby("method").median()
 
 
-def summary_table(df: pd.DataFrame, times: pd.DataFrame) -> str:
+def summary_table(df: pd.DataFrame, times: pd.DataFrame, references: pd.DataFrame) -> str:
     oracle = df.loc[df["method"] == "FullyOracle", "novel_miou"].mean()
+    refs = references.assign(method=references["method"] + " (reference, not deep)")
     lines = ["| method | n | " + " | ".join(label for _, label in METRICS) + " | novel / FullyOracle | step (s) "
              "| training (min) |", "|---|---:|" + "---:|" * (len(METRICS) + 3)]
-    for method, g in df.groupby("method", sort=False):
+    for method, g in pd.concat([df, refs]).groupby("method", sort=False):
         share = f"{100 * g['novel_miou'].mean() / oracle:.0f} %" if oracle == oracle else "n/a"
         step = f"{times.at[method, 'step']:.2f} | {times.at[method, 'minutes']:.1f}" if method in times.index \
             else "n/a | n/a"
@@ -98,11 +103,11 @@ def per_class_table(df: pd.DataFrame, directory: str) -> str:
     return "\n".join(lines) + "\n\ntest IoU in percent, mean ± std over seeds (ddof 1).\n"
 
 
-def build(directory: str, doc: str = "") -> str:
+def build(directory: str, doc: str = "", references=()) -> str:
     df = pd.read_csv(os.path.join(directory, "results.csv"))
     curves = pd.read_csv(os.path.join(directory, "curves.csv"))
     max_iter = {m: int(curves.loc[curves["method"] == m, "iteration"].max()) for m in df["method"].unique()}
-    text = "\n".join(["### Summary\n", summary_table(df, run_times(curves, max_iter)),
+    text = "\n".join(["### Summary\n", summary_table(df, run_times(curves, max_iter), read_references(references)),
                       "### SimFormer against each method\n", tests_table(df),
                       "### Per class\n", per_class_table(df, directory)])
     for metric, label in (("novel_miou", "novel"), ("miou", "all-class")):
@@ -117,8 +122,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", help="collected results folder (analysis/collect_runs.py --to)")
     parser.add_argument("--doc", default="", help="Markdown file whose 'camvid' block is replaced")
+    parser.add_argument("--reference", action="append", metavar="NAME=GLOB",
+                        help="summary rows from metrics.json files outside the sweep (repeatable)")
     args = parser.parse_args(argv)
-    print(build(args.directory, args.doc))
+    print(build(args.directory, args.doc, args.reference or ()))
     return 0
 
 

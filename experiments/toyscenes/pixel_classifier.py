@@ -1,6 +1,7 @@
 """A non-deep reference row for the ToyScenes tables: a per-pixel Gaussian classifier (quadratic
 discriminant analysis) on 9 colour / local-statistics features, fitted on training images with
 *all* classes' masks (like FullyOracle), evaluated on toyscenes_val with the suite's evaluator.
+``--train`` / ``--test`` / ``--split`` run it on another registered dataset (docs/photos.md: CamVid).
 
     python experiments/toyscenes/pixel_classifier.py --seed 1 --out runs/pixel_classifier/seed1
 
@@ -21,6 +22,8 @@ import sys
 import numpy as np
 from PIL import Image
 from scipy.ndimage import uniform_filter
+
+DEFAULT_SPLIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "splits", "toyscenes", "split1.json")
 
 
 def pixel_features(image: np.ndarray) -> np.ndarray:
@@ -57,16 +60,17 @@ class GaussianPixelClassifier:
         return np.argmax(self.const[None] - 0.5 * maha, axis=1)
 
 
-def run(seed: int, out: str, num_images: int, num_pixels: int, ssd: bool) -> dict:
+def run(seed: int, out: str, num_images: int, num_pixels: int, ssd: bool, train_name: str = "toyscenes_train",
+        test_name: str = "toyscenes_val", split_path: str = DEFAULT_SPLIT) -> dict:
     from simformer.data.catalog import get_dataset, get_dataset_dicts
     from simformer.data.class_split import load_split
     from simformer.evaluation.evaluator import sem_seg_evaluator
     from simformer.evaluation.sem_seg import write_results
 
-    info = get_dataset("toyscenes_train")
+    info = get_dataset(train_name)
     k = info.num_classes
     rng = np.random.default_rng(seed)
-    train = get_dataset_dicts("toyscenes_train")
+    train = get_dataset_dicts(train_name)
     picks = rng.choice(len(train), size=min(num_images, len(train)), replace=False)
     feats, labels = [], []
     for i in picks:
@@ -82,10 +86,9 @@ def run(seed: int, out: str, num_images: int, num_pixels: int, ssd: bool) -> dic
         feats.append(f[sel])
         labels.append(y[sel])
     clf = GaussianPixelClassifier().fit(np.concatenate(feats), np.concatenate(labels), k)
-    split = load_split(os.path.join(os.path.dirname(__file__), "..", "..", "splits", "toyscenes", "split1.json"),
-                       info.classes)
+    split = load_split(split_path, info.classes)
     evaluator = sem_seg_evaluator(info.classes, split)
-    for rec in get_dataset_dicts("toyscenes_val"):
+    for rec in get_dataset_dicts(test_name):
         image = np.asarray(Image.open(rec["file_name"]).convert("RGB"))
         gt = np.asarray(Image.open(rec["sem_seg_file_name"]))
         evaluator.process(clf.predict(pixel_features(image).reshape(-1, 9)).reshape(gt.shape), gt,
@@ -102,8 +105,11 @@ def main(argv=None) -> int:
     p.add_argument("--num-images", type=int, default=400)
     p.add_argument("--num-pixels", type=int, default=2000, help="pixels sampled per fitting image")
     p.add_argument("--ssd", action="store_true", help="SSD colour augmentation on the fitting images")
+    p.add_argument("--train", default="toyscenes_train", help="dataset the classifier is fitted on")
+    p.add_argument("--test", default="toyscenes_val", help="dataset it is evaluated on")
+    p.add_argument("--split", default=DEFAULT_SPLIT, help="class split (base / novel groups of the metrics)")
     args = p.parse_args(argv)
-    res = run(args.seed, args.out, args.num_images, args.num_pixels, args.ssd)
+    res = run(args.seed, args.out, args.num_images, args.num_pixels, args.ssd, args.train, args.test, args.split)
     print(json.dumps({k: round(v, 2) for k, v in res.items() if k.endswith("miou") or k == "hm"}))
     return 0
 

@@ -53,7 +53,11 @@ def test_blocks_against_hand_computations(tmp_path):
     _collected(tmp_path)
     doc = tmp_path / "photos.md"
     doc.write_text("prose\n<!-- generated:camvid -->\nold\n<!-- /generated:camvid -->\n")
-    text = photos_report.build(str(tmp_path), str(doc))
+    for seed, novel in ((1, 4.0), (2, 6.0)):
+        os.makedirs(tmp_path / f"ref/seed{seed}")
+        (tmp_path / f"ref/seed{seed}/metrics.json").write_text(json.dumps(
+            {"novel_miou": novel, "base_miou": 20.0, "miou": 16.0, "hm": 8.0}))
+    text = photos_report.build(str(tmp_path), str(doc), [f"pixels={tmp_path}/ref/seed*/metrics.json"])
     assert "old" not in doc.read_text() and text.strip() in doc.read_text()
 
     sim = _row(text, "SimFormer")
@@ -61,6 +65,10 @@ def test_blocks_against_hand_computations(tmp_path):
     assert sim[1:3] == ["2", "45.0 ± 7.1"] and sim[6] == "69 %"
     # run medians 1.1 and 1.3 s -> 1.2 s; x 60 logged iterations / 60 = 1.2 min
     assert sim[7:9] == ["1.20", "1.2"]
+
+    # a reference row: its mean (5.0) as a share of FullyOracle's novel mIoU, no step time
+    assert _row(text, "pixels (reference, not deep)")[1:3] + _row(text, "pixels (reference, not deep)")[6:] == [
+        "2", "5.0 ± 1.4", "8 %", "n/a", "n/a"]
 
     pr = _row(text, "novel_miou", "Pr")
     x, y = np.array([10.0, 20.0]), np.array([40.0, 50.0])
