@@ -12,7 +12,9 @@ analysis/collect_runs.py copies) and writes, as the generated block "camvid" of 
   non-deep per-pixel classifier of experiments/toyscenes/pixel_classifier.py);
 * the tests: SimFormer against every other method (Welch t-test, two-sided, unpaired, ddof 1;
   Holm over the methods compared, per metric) on novel and base mIoU;
-* per class: test IoU mean ± std per method, each class marked base or novel by the runs' split.
+* per class: test IoU mean ± std per method, each class marked base or novel by the runs' split;
+* with DIR/oracle_gap.csv (analysis/oracle_gap.py), the oracle gap: novel mIoU achieved against the
+  best single query mask per class (docs/proposals.md).
 
 DIR/points_novel_miou.png / points_miou.png: methods on the x axis, one dot per seed, n under each bar.
 """
@@ -29,7 +31,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
-from toyscenes_report import read_references  # noqa: E402
+from toyscenes_report import oracle_gap_table, read_references  # noqa: E402
 
 from simformer.stats import StatsWarning, compare, format_p, holm
 from simformer.sweeps.plots import plot_bars, save_figure
@@ -55,7 +57,7 @@ def run_times(curves: pd.DataFrame, max_iter: dict) -> pd.DataFrame:
 
 def summary_table(df: pd.DataFrame, times: pd.DataFrame, references: pd.DataFrame) -> str:
     oracle = df.loc[df["method"] == "FullyOracle", "novel_miou"].mean()
-    refs = references.assign(method=references["method"] + " (reference, not deep)")
+    refs = references.assign(method=references["method"] + " (reference, not deep)") if len(references) else None
     lines = ["| method | n | " + " | ".join(label for _, label in METRICS) + " | novel / FullyOracle | step (s) "
              "| training (min) |", "|---|---:|" + "---:|" * (len(METRICS) + 3)]
     for method, g in pd.concat([df, refs]).groupby("method", sort=False):
@@ -110,6 +112,9 @@ def build(directory: str, doc: str = "", references=()) -> str:
     text = "\n".join(["### Summary\n", summary_table(df, run_times(curves, max_iter), read_references(references)),
                       "### SimFormer against each method\n", tests_table(df),
                       "### Per class\n", per_class_table(df, directory)])
+    gap = os.path.join(directory, "oracle_gap.csv")
+    if os.path.isfile(gap):
+        text += "\n" + oracle_gap_table(pd.read_csv(gap), list(pd.unique(df["method"])))
     for metric, label in (("novel_miou", "novel"), ("miou", "all-class")):
         result = plot_bars(df, metric=metric, title=f"CamVid test: {label} mIoU (%), one dot per seed")
         save_figure(result.figure, os.path.join(directory, f"points_{metric}.png"))

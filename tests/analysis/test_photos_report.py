@@ -82,3 +82,14 @@ def test_blocks_against_hand_computations(tmp_path):
     assert tree[1] == "novel" and tree[2] == "45.0 ± 7.1" and tree[4] == "15.0 ± 7.1"
     assert _row(text, "sky")[1] == "base"
     assert (tmp_path / "points_novel_miou.png").is_file()
+    assert "Oracle gap" not in text  # no oracle_gap.csv: no block
+
+
+def test_oracle_gap_block_when_its_csv_is_there(tmp_path):
+    _collected(tmp_path)
+    pd.DataFrame([dict(method="SimFormer", split="split1", seed=s, novel_achieved=a, novel_oracle=o,
+                       novel_union=o, oracle_gap=o - a) for s, a, o in ((1, 40.0, 60.0), (2, 50.0, 64.0))]
+                 ).to_csv(tmp_path / "oracle_gap.csv", index=False)
+    # gaps 20 and 14: mean 17, sample std sqrt(18) = 4.24
+    gap_block = photos_report.build(str(tmp_path)).split("Oracle gap")[1]
+    assert _row(gap_block, "SimFormer")[1:3] + _row(gap_block, "SimFormer")[5:] == ["2", "45.0 ± 7.1", "17.0 ± 4.2"]
