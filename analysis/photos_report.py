@@ -21,7 +21,6 @@ DIR/points_novel_miou.png / points_miou.png: methods on the x axis, one dot per 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -31,6 +30,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convergence_report import mean_std  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
+from retraining_blocks import read_json  # noqa: E402
 from toyscenes_report import oracle_gap_table, read_references  # noqa: E402
 
 from simformer.stats import StatsWarning, compare, format_p, holm
@@ -40,11 +40,6 @@ BASELINE = "SimFormer"
 METRICS = (("novel_miou", "novel mIoU"), ("base_miou", "base mIoU"), ("miou", "all mIoU"), ("hm", "HM"))
 TESTED = ("novel_miou", "base_miou")
 TEST = "Welch t-test, two-sided, unpaired, ddof 1; Holm over the methods compared with SimFormer, per metric"
-
-
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
 
 
 def run_times(curves: pd.DataFrame, max_iter: dict) -> pd.DataFrame:
@@ -61,7 +56,7 @@ def summary_table(df: pd.DataFrame, times: pd.DataFrame, references: pd.DataFram
     lines = ["| method | n | " + " | ".join(label for _, label in METRICS) + " | novel / FullyOracle | step (s) "
              "| training (min) |", "|---|---:|" + "---:|" * (len(METRICS) + 3)]
     for method, g in pd.concat([df, refs]).groupby("method", sort=False):
-        share = f"{100 * g['novel_miou'].mean() / oracle:.0f} %" if oracle == oracle else "n/a"
+        share = f"{100 * g['novel_miou'].mean() / oracle:.0f} %" if pd.notna(oracle) else "n/a"
         step = f"{times.at[method, 'step']:.2f} | {times.at[method, 'minutes']:.1f}" if method in times.index \
             else "n/a | n/a"
         lines.append(f"| {method} | {len(g)} | " + " | ".join(mean_std(g[m]) for m, _ in METRICS)
@@ -92,8 +87,8 @@ def per_class_table(df: pd.DataFrame, directory: str) -> str:
     for method, g in df.groupby("method", sort=False):
         rows = []
         for run_dir in g["run_dir"]:
-            rows.append(_read_json(os.path.join(directory, run_dir, "metrics.json"))["per_class_iou"])
-            split = split or _read_json(os.path.join(directory, run_dir, "run_info.json"))["split"]
+            rows.append(read_json(os.path.join(directory, run_dir, "metrics.json"))["per_class_iou"])
+            split = split or read_json(os.path.join(directory, run_dir, "run_info.json"))["split"]
         iou[method] = pd.DataFrame(rows)
     names = split["class_names"]
     novel = {names[i] for i in split["novel"]}

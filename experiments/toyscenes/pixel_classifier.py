@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import uniform_filter
 
-DEFAULT_SPLIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "splits", "toyscenes", "split1.json")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+DEFAULT_SPLIT = os.path.join(ROOT, "splits", "toyscenes", "split1.json")
 
 
 def pixel_features(image: np.ndarray) -> np.ndarray:
