@@ -44,15 +44,18 @@ def final_table(results: pd.DataFrame) -> str:
 
 
 def curve_table(curves: pd.DataFrame, series: str = "eval/miou") -> str:
-    """Mean over seeds of ``series`` at each evaluated iteration, one row per method ("" if never logged)."""
+    """Seeds and mean over seeds of ``series`` at each evaluated iteration, one row per method ("" if
+    never logged)."""
     ev = curves[curves["series"] == series].dropna(subset=["value"])
     if ev.empty:
         return ""
     pivot = ev.groupby(["method", "iteration"])["value"].mean().unstack("iteration")
+    seeds = ev.groupby("method")["seed"].nunique()
     its = list(pivot.columns)
-    lines = ["| run | " + " | ".join(f"it {i}" for i in its) + " |", "|---|" + "---:|" * len(its)]
+    lines = ["| run | n | " + " | ".join(f"it {i}" for i in its) + " |", "|---|---:|" + "---:|" * len(its)]
     for method, row in pivot.iterrows():
-        lines.append(f"| {method} | " + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row) + " |")
+        lines.append(f"| {method} | {seeds[method]} | "
+                     + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row) + " |")
     return "\n".join(lines)
 
 

@@ -57,9 +57,9 @@ def test_collect_then_report_reproduces_the_run_values(tmp_path):
     text = convergence_report.build(str(dest), str(doc))
     # A: mean and sample std of 30 and 34; B: a single run, no std
     assert "| A | 2 | 32.0 ± 2.8 |" in text and "| B | 1 | 20.0 |" in text
-    assert "| A | 16.0 | 32.0 |" in text  # mean over seeds at iterations 150 and 300
+    assert "| A | 2 | 16.0 | 32.0 |" in text  # n, then the mean over seeds at iterations 150 and 300
     novel = text.split("Novel-class val mIoU (%) during training:")[1]
-    assert "| A | 10.7 | 16.0 |" in novel and "| B | 6.7 | 10.0 |" in novel  # (30/3 + 34/3) / 2, (15 + 17) / 2
+    assert "| A | 2 | 10.7 | 16.0 |" in novel and "| B | 1 | 6.7 | 10.0 |" in novel  # (30/3 + 34/3) / 2, (15 + 17) / 2
     assert (dest / "curves_novel_miou.png").is_file()
     assert (dest / "curves_miou.png").is_file() and (dest / "curves_loss.png").is_file()
     assert doc.read_text().startswith("# title\n\nprose\n")
