@@ -28,8 +28,8 @@ def split_budget(methods: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"model": parts[0], "budget": pd.to_numeric(parts[2], errors="coerce")})
 
 
-def _paired_to_default(labelled: pd.DataFrame, label: str, base: str):
-    """Paired t-test (two-sided, ddof 1) of ``label``'s novel mIoU against ``base`` on the seeds both
+def _paired_to_default(labelled: pd.DataFrame, label: str, base: str, metric: str = "novel_miou"):
+    """Paired t-test (two-sided, ddof 1) of ``label``'s ``metric`` against ``base`` on the seeds both
     ran: the row of :func:`simformer.stats.compare` and the number of pairs, or ``(None, pairs)``
     when fewer than 2 seeds are shared (a seed fixes data order, augmentation and init, so runs of
     one seed differ only by the hyper-parameter)."""
@@ -37,7 +37,7 @@ def _paired_to_default(labelled: pd.DataFrame, label: str, base: str):
     if len(shared) < 2:
         return None, len(shared)
     pair = labelled[labelled["method"].isin([label, base]) & labelled["seed"].isin(shared)]
-    return compare(pair, metric="novel_miou", baseline=base, test="paired").set_index("method").loc[label], len(shared)
+    return compare(pair, metric=metric, baseline=base, test="paired").set_index("method").loc[label], len(shared)
 
 
 def sensitivity_table(df: pd.DataFrame, param: str) -> str:
@@ -118,6 +118,32 @@ def budget_table(d: pd.DataFrame) -> str:
                                "minutes exclude start-up and the final evaluation (a few seconds).\n")
 
 
+def budget_gain_table(d: pd.DataFrame) -> str:
+    """Each model's change from the recipe's budget (its runs named ``X``) to every other budget it
+    trained (``X@B``) on the seeds both ran (a seed fixes data order, augmentation and init): base and
+    novel mIoU, mean paired difference with its 95 % CI and the paired t-test's p (two-sided; blank
+    under 2 shared seeds); "" when no model trained at the recipe's budget and another one."""
+    lines = []
+    for model, runs in d.groupby("model", sort=False):
+        if model not in set(runs["method"]):
+            continue
+        recipe = int(runs.loc[runs["method"] == model, "budget"].iloc[0])
+        for method, g in runs[runs["method"] != model].sort_values("budget").groupby("method", sort=False):
+            cells = []
+            for metric in ("base_miou", "novel_miou"):
+                r, pairs = _paired_to_default(runs, method, model, metric)
+                cells += ["", ""] if r is None else [
+                    f"{r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]", format_p(r["p_value"])]
+            lines.append(f"| {model} | {recipe} -> {int(g['budget'].iloc[0])} | {pairs} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    return ("### Training budget: each model's change from the recipe's budget, paired by seed\n\n"
+            "| model | iterations | seed pairs | base mIoU change [95 % CI] | p (paired t) "
+            "| novel mIoU change [95 % CI] | p (paired t) |\n|---|---|---:|---:|---:|---:|---:|\n"
+            + "\n".join(lines) + "\n\npercentage points, ToyScenes val; paired t-test (two-sided, ddof 1) "
+            "on the seeds both budgets ran.\n")
+
+
 def _cfg_value(key: str):
     from simformer.config import get_cfg
 
@@ -147,7 +173,8 @@ def write_axis_blocks(df: pd.DataFrame, results_dir: str, out: str) -> dict:
     curves = pd.read_csv(curves_csv) if os.path.isfile(curves_csv) else pd.DataFrame()
     budgets = with_budget(df, curves) if {"run"} <= set(curves.columns) & set(df.columns) else pd.DataFrame()
     if len(budgets) and budgets["budget"].nunique() > 1:
-        blocks["budget"] = budget_table(budgets)
+        gains = budget_gain_table(budgets)
+        blocks["budget"] = budget_table(budgets) + ("\n" + gains if gains else "")
         for metric in ("miou", "novel_miou"):
             curve = plot_curve(budgets, param="budget", metric=metric, group="model",
                                title=f"ToyScenes: {metric} vs training iterations")

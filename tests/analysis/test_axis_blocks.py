@@ -89,3 +89,30 @@ def test_budget_table_reads_budgets_and_step_times_from_the_curves():
     # median step 0.6 s: 900 x 0.6 / 60 = 9.0 min from the one timed run; 1200 -> 12.0
     assert rows[("FullyOracle", "900")][6:] == ["0.60", "9.0 (1)"]
     assert rows[("FullyOracle", "1200")][6:] == ["0.60", "12.0 (1)"]
+
+
+def test_budget_gain_table_pairs_each_budget_with_the_recipe_on_shared_seeds():
+    # the recipe (method "FullyOracle", 1200 iterations) at seeds 1-3; 1800 at seeds 1-4 (seed 4 has no
+    # partner); 900 at seed 1 only (one pair: no test)
+    recipe = {1: (60.0, 62.0), 2: (66.0, 70.0), 3: (65.0, 71.0)}
+    longer = {1: (70.0, 77.0), 2: (75.0, 79.0), 3: (73.0, 84.0), 4: (99.0, 99.0)}
+    rows = [("FullyOracle", 1200, s, b, n) for s, (b, n) in recipe.items()]
+    rows += [("FullyOracle@1800", 1800, s, b, n) for s, (b, n) in longer.items()]
+    rows += [("FullyOracle@900", 900, 1, 50.0, 55.0)]
+    d = pd.DataFrame([dict(method=m, model="FullyOracle", budget=b, split="split1", seed=s, base_miou=base,
+                           novel_miou=novel) for m, b, s, base, novel in rows])
+    text = axis_blocks.budget_gain_table(d)
+    lines = {ln.split("|")[2].strip(): [c.strip() for c in ln.strip("|").split("|")]
+             for ln in text.splitlines() if ln.startswith("| FullyOracle")}
+    assert list(lines) == ["1200 -> 900", "1200 -> 1800"]  # budgets in ascending order
+    assert lines["1200 -> 900"][2:] == ["1", "", "", "", ""]
+    cells = lines["1200 -> 1800"]
+    assert cells[2] == "3"
+    for k, col in ((0, 3), (1, 5)):
+        diffs = [longer[s][k] - recipe[s][k] for s in (1, 2, 3)]  # base: 10, 9, 8; novel: 15, 9, 13
+        mean = sum(diffs) / 3
+        half = stats.t.ppf(0.975, 2) * stats.tstd(diffs) / 3 ** 0.5
+        assert cells[col] == f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]"
+        assert cells[col + 1] == fmt_p(stats.ttest_rel([longer[s][k] for s in (1, 2, 3)],
+                                                       [recipe[s][k] for s in (1, 2, 3)]).pvalue)
+    assert axis_blocks.budget_gain_table(d[d["method"] != "FullyOracle"]) == ""  # no recipe runs
