@@ -14,7 +14,8 @@ tables.md and, with --doc, written as the generated "oracle_gap" block. A CSV of
 (experiments/toyscenes/fig6_*.yaml: a grid column alpha, beta or gamma) gives the sensitivity table,
 OUT/fig6_<param>.png (log x, every run a dot) and, with --doc, the "fig6_<param>" block; such runs
 are left out of the summary and the bars. When the curves.csv beside the CSV shows FullyOracle or
-SimFormer trained at several budgets (methods X and X@B), the "budget" block and OUT/budget_*.png
+SimFormer trained at several budgets (methods X and X@B), the "budget" block (each budget's
+results, and each model's change from the recipe's budget paired by seed) and OUT/budget_*.png
 follow (analysis/axis_blocks.py). When the runs were trained on more than one CPU (their
 run_info.json), the "machines" block sets each method's machines side by side and redoes the
 comparisons within one machine; ``--machine-runs NAME=GLOB`` adds runs of other sweeps to it
