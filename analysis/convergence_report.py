@@ -45,17 +45,22 @@ def final_table(results: pd.DataFrame) -> str:
 
 def curve_table(curves: pd.DataFrame, series: str = "eval/miou") -> str:
     """Seeds and mean over seeds of ``series`` at each evaluated iteration, one row per method ("" if
-    never logged)."""
+    never logged), and each run's change over its own last evaluation period (its last value minus
+    the one before), mean ± std over the method's runs: is the curve still rising at the end?"""
     ev = curves[curves["series"] == series].dropna(subset=["value"])
     if ev.empty:
         return ""
     pivot = ev.groupby(["method", "iteration"])["value"].mean().unstack("iteration")
     seeds = ev.groupby("method")["seed"].nunique()
+    run = ["run"] if "run" in ev.columns else [c for c in ("split", "seed") if c in ev.columns]  # older CSVs
+    last = (ev.sort_values("iteration").groupby(["method", *run])["value"]
+            .apply(lambda v: v.iloc[-1] - v.iloc[-2] if len(v) > 1 else float("nan")))
     its = list(pivot.columns)
-    lines = ["| run | n | " + " | ".join(f"it {i}" for i in its) + " |", "|---|---:|" + "---:|" * len(its)]
+    lines = ["| run | n | " + " | ".join(f"it {i}" for i in its) + " | last period: change |",
+             "|---|---:|" + "---:|" * (len(its) + 1)]
     for method, row in pivot.iterrows():
         lines.append(f"| {method} | {seeds[method]} | "
-                     + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row) + " |")
+                     + " | ".join("" if pd.isna(v) else f"{v:.1f}" for v in row) + f" | {mean_std(last[method])} |")
     return "\n".join(lines)
 
 

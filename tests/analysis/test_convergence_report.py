@@ -57,9 +57,12 @@ def test_collect_then_report_reproduces_the_run_values(tmp_path):
     text = convergence_report.build(str(dest), str(doc))
     # A: mean and sample std of 30 and 34; B: a single run, no std
     assert "| A | 2 | 32.0 ± 2.8 |" in text and "| B | 1 | 20.0 |" in text
-    assert "| A | 2 | 16.0 | 32.0 |" in text  # n, then the mean over seeds at iterations 150 and 300
+    # n, the mean over seeds at iterations 150 and 300, then each run's change over its last period:
+    # A: 15 and 17 (30 / 2, 34 / 2) -> 16.0 ± 1.4; B: 10
+    assert "| A | 2 | 16.0 | 32.0 | 16.0 ± 1.4 |" in text and "| B | 1 | 10.0 | 20.0 | 10.0 |" in text
     novel = text.split("Novel-class val mIoU (%) during training:")[1]
-    assert "| A | 2 | 10.7 | 16.0 |" in novel and "| B | 1 | 6.7 | 10.0 |" in novel  # (30/3 + 34/3) / 2, (15 + 17) / 2
+    # (30/3 + 34/3) / 2, (15 + 17) / 2; changes 30/2 - 30/3 = 5.0 and 34/6 = 5.67 -> 5.3 ± 0.5
+    assert "| A | 2 | 10.7 | 16.0 | 5.3 ± 0.5 |" in novel and "| B | 1 | 6.7 | 10.0 | 3.3 |" in novel
     assert (dest / "curves_novel_miou.png").is_file()
     assert (dest / "curves_miou.png").is_file() and (dest / "curves_loss.png").is_file()
     assert doc.read_text().startswith("# title\n\nprose\n")
