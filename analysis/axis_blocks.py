@@ -22,10 +22,12 @@ BUDGET_MODELS = ("FullyOracle", "SimFormer")
 
 
 def split_budget(methods: pd.Series) -> pd.DataFrame:
-    """Method names ``X`` (trained at the recipe's budget) or ``X@B`` (B iterations) as columns
-    ``model`` (X) and ``budget`` (B as a float, NaN for the recipe), on ``methods``' index."""
+    """Method names ``X`` (trained at the recipe's budget), ``X@B`` (B iterations) or ``X@B-tag`` (a
+    variant at B iterations, e.g. ``SimFormer*@1800-from1800``) as columns ``model`` (X) and
+    ``budget`` (B as a float, NaN for the recipe), on ``methods``' index."""
     parts = methods.str.partition("@")
-    return pd.DataFrame({"model": parts[0], "budget": pd.to_numeric(parts[2], errors="coerce")})
+    budget = parts[2].str.extract(r"^(\d+)(?:-|$)", expand=False)
+    return pd.DataFrame({"model": parts[0], "budget": pd.to_numeric(budget, errors="coerce")})
 
 
 def _paired_to_default(labelled: pd.DataFrame, label: str, base: str, metric: str = "novel_miou"):

@@ -17,10 +17,12 @@ from simformer.stats import format_p
 
 # Re-training rows and what each is paired with by seed: the stage-1 method whose model labelled
 # their training set, or (stage-2 budget) the same re-training at the recipe's budget and the
-# stage-1 method at the same longer budget.
+# stage-1 method at the same longer budget; SimFormer*@1800-from1800 (both stages at 1800) against
+# its stage 1 and against the re-training of SimFormer@900's labels.
 RETRAINED = [("SimFormer*", "SimFormer"), ("SimFormer*+GFSAM", "SimFormer"), ("SimFormer*@900", "SimFormer@900"),
              ("SimFormer*@1800", "SimFormer@900"), ("SimFormer*@1800", "SimFormer*@900"),
-             ("SimFormer*@1800", "SimFormer@1800")]
+             ("SimFormer*@1800", "SimFormer@1800"), ("SimFormer*@1800-from1800", "SimFormer@1800"),
+             ("SimFormer*@1800-from1800", "SimFormer*@1800")]
 
 
 def read_json(path: str) -> dict:

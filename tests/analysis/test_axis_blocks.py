@@ -116,3 +116,10 @@ def test_budget_gain_table_pairs_each_budget_with_the_recipe_on_shared_seeds():
         assert cells[col + 1] == fmt_p(stats.ttest_rel([longer[s][k] for s in (1, 2, 3)],
                                                        [recipe[s][k] for s in (1, 2, 3)]).pvalue)
     assert axis_blocks.budget_gain_table(d[d["method"] != "FullyOracle"]) == ""  # no recipe runs
+
+
+def test_split_budget_reads_the_budget_and_a_tagged_variant():
+    names = pd.Series(["SimFormer", "SimFormer@1800", "SimFormer*@1800-from1800", "FullyOracle@900", "X@abc"])
+    got = axis_blocks.split_budget(names)
+    assert got["model"].tolist() == ["SimFormer", "SimFormer", "SimFormer*", "FullyOracle", "X"]
+    assert got["budget"].fillna(-1).tolist() == [-1, 1800.0, 1800.0, 900.0, -1]  # -1: the recipe / no number
