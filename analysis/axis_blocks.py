@@ -42,6 +42,17 @@ def _paired_to_default(labelled: pd.DataFrame, label: str, base: str, metric: st
     return compare(pair, metric=metric, baseline=base, test="paired").set_index("method").loc[label], len(shared)
 
 
+def paired_change_cells(labelled: pd.DataFrame, label: str, base: str, metrics) -> tuple:
+    """For each of ``metrics``, the cells "change [95 % CI]" and "p" of :func:`_paired_to_default`
+    (both blank under 2 shared seeds), and the number of seeds ``label`` and ``base`` share."""
+    cells, pairs = [], 0
+    for metric in metrics:
+        r, pairs = _paired_to_default(labelled, label, base, metric)
+        cells += ["", ""] if r is None else [f"{r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]",
+                                             format_p(r["p_value"])]
+    return cells, pairs
+
+
 def sensitivity_table(df: pd.DataFrame, param: str) -> str:
     """The paper's Fig. 6 at this scale: per value of ``param`` (a grid column), novel / base mIoU and
     HM (mean ± std, n), and the novel difference to the config default over the seeds both ran (mean
@@ -131,11 +142,7 @@ def budget_gain_table(d: pd.DataFrame) -> str:
             continue
         recipe = int(runs.loc[runs["method"] == model, "budget"].iloc[0])
         for method, g in runs[runs["method"] != model].sort_values("budget").groupby("method", sort=False):
-            cells = []
-            for metric in ("base_miou", "novel_miou"):
-                r, pairs = _paired_to_default(runs, method, model, metric)
-                cells += ["", ""] if r is None else [
-                    f"{r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]", format_p(r["p_value"])]
+            cells, pairs = paired_change_cells(runs, method, model, ("base_miou", "novel_miou"))
             lines.append(f"| {model} | {recipe} -> {int(g['budget'].iloc[0])} | {pairs} | " + " | ".join(cells) + " |")
     if not lines:
         return ""

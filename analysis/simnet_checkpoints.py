@@ -28,14 +28,12 @@ import sys
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from axis_blocks import _paired_to_default, split_budget  # noqa: E402
+from axis_blocks import paired_change_cells, split_budget  # noqa: E402
 from convergence_report import mean_std  # noqa: E402
 from kept_rows import merge_rows  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 from oracle_gap import find_runs, run_key  # noqa: E402
 from simnet_transfer import GROUP_COLUMNS  # noqa: E402
-
-from simformer.stats import format_p  # noqa: E402
 
 COLUMNS = ["method", "split", "seed", "run", "iteration", "pairs", "draw", *GROUP_COLUMNS]
 FIGURES = ("novel_f1_similar", "novel_f1_dissimilar", "base_f1_similar", "base_f1_dissimilar")
@@ -142,11 +140,7 @@ def budget_table(df: pd.DataFrame) -> str:
         model = models.loc[final["method"] == method, "model"].iloc[0]
         if method == model or model not in set(final["method"]):
             continue
-        cells = []
-        for metric in ("novel_f1_similar", "base_f1_similar"):
-            r, n = _paired_to_default(final, method, model, metric)
-            cells += ["", ""] if r is None else [f"{r['diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]",
-                                                 format_p(r["p_value"])]
+        cells, n = paired_change_cells(final, method, model, ("novel_f1_similar", "base_f1_similar"))
         lines.append(f"| {method} vs {model} | {n} | " + " | ".join(cells) + " |")
     if not lines:
         return ""
