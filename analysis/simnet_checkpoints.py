@@ -33,7 +33,7 @@ from convergence_report import mean_std  # noqa: E402
 from kept_rows import merge_rows  # noqa: E402
 from markdown_blocks import replace_block  # noqa: E402
 from oracle_gap import find_runs, run_key  # noqa: E402
-from simnet_transfer import GROUP_COLUMNS  # noqa: E402
+from simnet_transfer import GROUP_COLUMNS, group_figures  # noqa: E402
 
 COLUMNS = ["method", "split", "seed", "run", "iteration", "pairs", "draw", *GROUP_COLUMNS]
 FIGURES = ("novel_f1_similar", "novel_f1_dissimilar", "base_f1_similar", "base_f1_dissimilar")
@@ -55,8 +55,8 @@ def _score(model, cfg, split, *, pairs: int, draw: int) -> dict:
     seeded = cfg.clone()
     seeded.defrost()
     seeded.SEED = int(draw)  # the loader's order and reference pairing
-    s = simnet_transfer_on_training_pairs(model, seeded, split, num_image_pairs=pairs, seed=draw).summary()
-    return {column: s[column.split("_", 1)[0]][column.split("_", 1)[1]] for column in GROUP_COLUMNS}
+    return group_figures(simnet_transfer_on_training_pairs(model, seeded, split, num_image_pairs=pairs,
+                                                           seed=draw).summary())
 
 
 def analyze_run(run: dict, *, pairs: int, draw_pairs: int, draws: int) -> list:

@@ -47,12 +47,12 @@ def analyze_run(run: dict, *, pairs: int, seed: int, opts=()) -> Optional[dict]:
     cfg, model, split, _ = load_trained_model(config, os.path.join(run["model_dir"], "model_final.pth"),
                                               list(opts) + ["SEED", str(seed)], default_dataset="train")
     acc = simnet_transfer_on_training_pairs(model, cfg, split, num_image_pairs=pairs, seed=seed)
-    s = acc.summary()
-    row = dict(key, run=run["run"], image_pairs=acc.image_pairs)
-    for column in GROUP_COLUMNS:
-        group, figure = column.split("_", 1)
-        row[column] = s[group][figure]
-    return row
+    return dict(key, run=run["run"], image_pairs=acc.image_pairs, **group_figures(acc.summary()))
+
+
+def group_figures(summary: dict) -> dict:
+    """``SimNetTransfer.summary()`` (``{group: {figure: value}}``) as the flat ``GROUP_COLUMNS``."""
+    return {column: summary[column.split("_", 1)[0]][column.split("_", 1)[1]] for column in GROUP_COLUMNS}
 
 
 def table(df: pd.DataFrame) -> str:
